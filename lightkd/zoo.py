@@ -187,3 +187,25 @@ def fine_tuned_teacher(task: str = "movie_reviews", model: str = "minilm-l6",
         return {"dev_accuracy": result.best_dev_accuracy, "steps": result.steps}
 
     return cached(f"teacher-{model}-{task}", spec, make, fit, verbose=verbose), tokenizer
+
+
+@torch.no_grad()
+def attention_maps(model, tokenizer, text: str):
+    """Attention probabilities of every layer and head for one sentence.
+
+    Returns ``(tokens, attentions)`` with attentions shaped (layers, heads,
+    seq, seq). Models loaded with the default sdpa attention fall back to the
+    explicit computation for this call (transformers says so loudly; the
+    numbers are the same).
+    """
+    from transformers.utils import logging as hf_logging
+    batch = tokenizer([text], return_tensors="pt")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model.eval()
+        out = model(**batch, output_attentions=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+    return tokens, torch.stack([a[0] for a in out.attentions])

@@ -1,0 +1,99 @@
+"""The book as a whole: it builds with -W, its pages need no CDN, every chapter
+is in the table of contents and wrote its results, and the set-up files agree."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    """Render the book from the outputs stored in the notebooks (the README's
+    book command executes them; nbval executes them in this test run)."""
+    out = tmp_path_factory.mktemp("book")
+    subprocess.run(["bash", str(ROOT / "tools" / "vendor_js.sh")], check=True)
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    config_path = out / "_config.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    jb = Path(sys.executable).parent / "jupyter-book"
+    done = subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", "--config", str(config_path),
+                           "--path-output", str(out), str(ROOT)], capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, "book build failed:\n" + done.stdout[-4000:] + done.stderr[-4000:]
+    return out / "_build" / "html"
+
+
+def test_book_builds_without_warnings(built_book):
+    assert (built_book / "index.html").exists()
+    for nb in NOTEBOOKS:
+        assert (built_book / "notebooks" / f"{nb.stem}.html").exists(), f"{nb.stem} was not rendered"
+
+
+def test_pages_need_no_cdn(built_book):
+    page = (built_book / "notebooks" / "01_teacher.html").read_text()
+    assert "_static/mathjax/tex-chtml.js" in page
+    assert "_static/html-manager/embed-amd.js" in page and "_static/require.js" in page
+    scripts = re.findall(r'<script[^>]+src="([^"]+)"', page)
+    remote = [s for s in scripts if s.startswith("http") or s.startswith("//")]
+    assert not remote, f"pages load scripts from the network: {remote}"
+    assert (built_book / "_static" / "mathjax" / "tex-chtml.js").exists()
+
+
+def test_chapters_have_colab_buttons_and_citations(built_book):
+    page = (built_book / "notebooks" / "01_teacher.html").read_text()
+    assert "colab.research.google.com/github/lightkd/lightweight-transformers/blob/main/notebooks/01_teacher.ipynb" in page
+    refs = (built_book / "book" / "references.html").read_text()
+    for key_text in ("Q8BERT", "DistilBERT", "TinyBERT", "MobileBERT", "ALBERT", "TinyViT", "MiniViT",
+                     "DynamicViT", "MiniVLM", "Compressing Visual-linguistic Model"):
+        assert key_text in refs, f"{key_text} missing from the references page"
+
+
+def test_every_notebook_is_in_the_toc_and_ran_clean():
+    toc = (ROOT / "_toc.yml").read_text()
+    for nb in NOTEBOOKS:
+        assert f"notebooks/{nb.stem}" in toc, f"{nb.name} is not in _toc.yml"
+        cells = json.loads(nb.read_text())["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        assert "google.colab" in "".join(code[0]["source"]), f"{nb.name}: first code cell must set up Colab"
+        assert all(c.get("execution_count") for c in code), f"{nb.name} is saved with unexecuted cells"
+        assert not [o for c in code for o in c.get("outputs", []) if o["output_type"] == "error"], \
+            f"{nb.name} is saved with an error output"
+
+
+def test_results_follow_the_schema():
+    for nb in NOTEBOOKS:
+        path = ROOT / "results" / f"{nb.stem}.json"
+        assert path.exists(), f"{nb.stem} has no results file"
+        saved = json.loads(path.read_text())
+        assert saved["chapter"] == nb.stem
+        assert {"torch", "cpu", "threads"} <= set(saved["environment"])
+        assert saved["runtime_s"] > 0
+        for name, metric in saved["metrics"].items():
+            assert name == name.lower() and "value" in metric, f"{path.name}: {name}"
+
+
+def test_setup_files_agree():
+    """environment.yml installs what the README's commands install."""
+    readme = (ROOT / "README.md").read_text()
+    assert "bash tools/book.sh" in readme and "bash tools/test.sh" in readme
+    assert "tools/test.sh" in (ROOT / ".ci" / "run").read_text()
+    setup = (ROOT / "tools" / "setup_env.sh").read_text()
+    extras = re.search(r'-e "\.\[([a-z,]+)\]"', setup).group(1)
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert f"-e .[{extras}]" in pip
+    pins = [l.strip() for l in (ROOT / "constraints.txt").read_text().splitlines() if l and not l.startswith("#")]
+    for pin in pins:
+        assert pin in pip, f"environment.yml lacks {pin} from constraints.txt"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    for extra in extras.split(","):
+        assert f"\n{extra} = [" in pyproject
+    assert re.search(r'"torch>=[0-9.]+,<', pyproject), "pyproject keeps torch as a range"

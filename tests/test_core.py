@@ -367,3 +367,21 @@ def test_plots_draw():
 def test_fetch_command(capsys):
     from lightkd.__main__ import main
     assert main(["nonsense"]) == 2
+
+
+def test_attention_maps_shape_and_rows_sum_to_one():
+    from transformers import BertConfig, BertForSequenceClassification
+    tok = zoo.load_tokenizer("minilm-l6")
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2,
+                                                     num_attention_heads=4, intermediate_size=32))
+    tokens, att = zoo.attention_maps(model, tok, "a fine film")
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+    assert att.shape == (2, 4, len(tokens), len(tokens))
+    assert torch.allclose(att.sum(-1), torch.ones(2, 4, len(tokens)), atol=1e-5)
+
+
+def test_registry_package_missing_is_one_clear_error(tmp_cache):
+    from lightkd.common import registry_package
+    with pytest.raises(SourceMissing, match="pip install --no-deps lightkd-no-such-package==0.0.1"):
+        registry_package("lightkd-no-such-package", "0.0.1")

@@ -561,14 +561,25 @@ class DistillationLoss(nn.Module):
         mask = batch.get("attention_mask")
         logs, total = {}, 0.0
         s_logits = s_feats[("logits", None)]
+        # Token-level logits (a masked-language-model head, DistilBERT's pre-training) are compared
+        # on the masked tokens only (labels != -100), as in DistilBERT's distiller.py.
+        tokens = None
+        if s_logits.dim() == 3:
+            labels = batch.get("labels")
+            tokens = (labels != -100) if labels is not None and labels.dim() == 2 else mask.bool()
         if self.hard_weight > 0:
-            ce = F.cross_entropy(s_logits.float(), batch["labels"])
+            if tokens is not None:
+                ce = F.cross_entropy(s_logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+            else:
+                ce = F.cross_entropy(s_logits.float(), batch["labels"])
             total = total + self.hard_weight * ce
             logs["ce"] = ce.item()
         for m, s_key, t_key, proj in zip(self.matches, self.student_keys, self.teacher_keys, self.projections):
             s, t = proj(s_feats[s_key]), t_feats[t_key].to(s_feats[s_key].device)
             if m.feature == "logits" and s.shape != t.shape:
                 _check_logits(s, t)
+            if m.feature == "logits" and tokens is not None:
+                s, t = s[tokens], t[tokens]
             term = LOSSES[m.loss](s, t, mask=mask, temperature=m.temperature or self.temperature)
             total = total + m.weight * term
             logs[m.name] = term.item()
@@ -584,6 +595,18 @@ def kd_matches(alpha: float = 0.5, cosine_weight: float = 0.0) -> tuple[list[Mat
     if cosine_weight:
         matches.append(Match(-1, -1, "hidden", "cosine", weight=cosine_weight))
     return matches, 1.0 - alpha
+
+
+# DistilBERT's pre-training loss (HF distiller.py): 5.0 * KL * T^2 + 2.0 * MLM + 1.0 * cosine, T = 2.
+DISTILBERT = {"temperature": 2.0, "alpha_ce": 5.0, "alpha_mlm": 2.0, "alpha_cos": 1.0}
+
+
+def distilbert_matches(recipe: dict = DISTILBERT) -> tuple[list[Match], float]:
+    """DistilBERT's terms for masked-LM teacher and student (BertForMaskedLM): returns
+    (matches, hard_weight); the hard term is the MLM cross-entropy on the masked tokens.
+    The offline MiniLM teacher has no MLM head: this needs bert-base-uncased from the hub."""
+    return ([Match(feature="logits", loss="kl", weight=recipe["alpha_ce"]),
+             Match(-1, -1, "hidden", "cosine", weight=recipe["alpha_cos"])], recipe["alpha_mlm"])
 
 
 # ------------------------------------------------------------ students

@@ -309,3 +309,26 @@ def test_exercise_checks():
     assert D.check_spread_layers(D.spread_layers, seed=0)
     assert not D.check_spread_layers(lambda n, m: list(range(m)), seed=0)
     assert D.spread_layers(12, 6) == [0, 2, 4, 6, 8, 10] and D.spread_layers(6, 3) == [0, 2, 4]
+
+
+def test_mlm_logits_use_masked_tokens_only():
+    # DistilBERT's MLM-level distillation: KL and CE only where labels != -100
+    from transformers import BertConfig, BertForMaskedLM
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32, attn_implementation="eager")
+    torch.manual_seed(0)
+    teacher = BertForMaskedLM(config).eval()
+    student = D.student_from_teacher(teacher, [1]).eval()
+    batch = tiny_batch(vocab=50)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, 1] = batch["input_ids"][:, 1]
+    batch["labels"] = labels
+    matches, hard = D.distilbert_matches()
+    loss_fn = D.DistillationLoss(teacher, student, matches, temperature=D.DISTILBERT["temperature"],
+                                 hard_weight=hard)
+    loss, logs = loss_fn(student, batch)
+    s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 1]
+    with torch.no_grad():
+        t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 1]
+    assert math.isclose(logs["kl:logits"], D.soft_target_loss(s, t, 2.0).item(), rel_tol=1e-5)
+    assert math.isclose(logs["ce"], F.cross_entropy(s, labels[:, 1]).item(), rel_tol=1e-5)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from .common import LightKDError
 from .exercises import check_function
-from .train import logits_of, model_inputs
+from .train import logits_of, model_device, model_inputs, to_device
 
 FEATURES = ("hidden", "attention", "attention_scores", "logits", "embeddings")
 # Masked attention scores: TinyBERT sets entries <= -100 (the additive mask) to 0 in teacher and student.
@@ -363,6 +363,7 @@ def capture(model: nn.Module, batch: dict, features) -> dict:
     Always includes ``("logits", None)``. Gradients flow as usual (wrap in
     ``torch.no_grad()`` for a teacher)."""
     features = list(features) + [("logits", None)]
+    batch = to_device(batch, model_device(model))
     with FeatureCapture(model, features) as cap:
         output = model(**model_inputs(batch), **cap.forward_kwargs)
     return cap.collect(output, batch.get("attention_mask"))
@@ -448,7 +449,8 @@ class TeacherCache:
         self.features = list(dict.fromkeys(self.features + [("logits", None)]))
         self.store: dict = {key: {} for key in self.features}
         teacher.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        device = model_device(teacher)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for batch in batches:
                 feats = capture(teacher, batch, self.features)
                 lengths = batch["attention_mask"].sum(-1).tolist() if "attention_mask" in batch else None
@@ -458,7 +460,7 @@ class TeacherCache:
                         v = value[row]
                         for d in dims:
                             v = v.narrow(d, 0, lengths[row])
-                        self.store[key][i] = v.to(dtype).clone()
+                        self.store[key][i] = v.to("cpu", dtype).clone()
 
     def __len__(self):
         return len(self.store[("logits", None)])
@@ -558,9 +560,10 @@ class DistillationLoss(nn.Module):
     def forward(self, student, batch):
         s_feats = capture(student, batch, self.student_keys)
         t_feats = self.teacher_features(batch)
-        mask = batch.get("attention_mask")
         logs, total = {}, 0.0
         s_logits = s_feats[("logits", None)]
+        batch = to_device(batch, s_logits.device)
+        mask = batch.get("attention_mask")
         # Token-level logits (a masked-language-model head, DistilBERT's pre-training) are compared
         # on the masked tokens only (labels != -100), as in DistilBERT's distiller.py.
         tokens = None

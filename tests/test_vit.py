@@ -312,3 +312,17 @@ def test_check_functions_accept_the_reference_and_reject_a_wrong_answer(capsys):
         raise NotImplementedError
     assert not vit.check_patchify(stub, trials=2, seed=0)
     assert "not implemented" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("distillation_token", [False, True])
+def test_equals_transformers_vit_and_deit(distillation_token):
+    torch.manual_seed(0)
+    model = vit.VisionTransformer(tiny_config(distillation_token=distillation_token)).eval()
+    for p in model.parameters():  # make every weight matter (fresh LayerNorms are 1 and 0)
+        p.data += 0.1 * torch.randn_like(p)
+    hf = vit.to_transformers(model)
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        ours = model(pixel_values=x).logits
+        theirs = hf(pixel_values=(x - model.config.pixel_mean) / model.config.pixel_std).logits
+    assert torch.allclose(ours, theirs, atol=1e-4)

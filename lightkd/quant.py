@@ -519,12 +519,14 @@ def export_onnx(model: nn.Module, path, seq_len: int = 128) -> str:
     exporter, one file, batch and sequence dynamic). Returns the path."""
     from torch.export import Dim
     model = model.eval()
-    ids = torch.ones((2, seq_len), dtype=torch.long)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", 1000)
+    ids = torch.randint(0, vocab, (2, seq_len), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)  # a separate tensor: passing one tensor twice makes the exporter tie the inputs
     batch, seq = Dim("batch", min=1, max=4096), Dim("seq", min=2, max=seq_len)
     shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (), str(path), kwargs={"input_ids": ids, "attention_mask": ids},
+        torch.onnx.export(model, (), str(path), kwargs={"input_ids": ids, "attention_mask": mask},
                           input_names=["input_ids", "attention_mask"], output_names=["logits"],
                           dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
     return str(path)

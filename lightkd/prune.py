@@ -169,6 +169,48 @@ def fine_tune_masked(model, masks: dict, train_batches, *, steps: int, lr: float
     return {"steps": result.steps, "final_loss": result.history[-1].get("ce") if result.history else None}
 
 
+def gradual_sparsity(step: int, final: float, ramp_steps: int) -> float:
+    """Zhu and Gupta's cubic schedule: s_t = s_f (1 - (1 - t / n)^3). Prunes fast
+    while there are many redundant weights, slowly near the end."""
+    check_sparsity(final)
+    if not isinstance(ramp_steps, int) or ramp_steps < 1:
+        raise LightKDError(f"ramp_steps must be a positive integer, got {ramp_steps!r}")
+    t = min(max(step, 0), ramp_steps) / ramp_steps
+    return final * (1 - (1 - t) ** 3)
+
+
+class GradualPruning:
+    """An ``on_step`` hook for ``train.fit``: every ``every`` steps during the ramp,
+    recompute the magnitude masks at the scheduled sparsity (pruned weights stay
+    pruned because they are zero, the smallest |w|); re-apply them after every step."""
+
+    def __init__(self, model: nn.Module, final: float, ramp_steps: int, every: int = 5, scope: str = "global"):
+        self.final, self.ramp_steps, self.every, self.scope = check_sparsity(final), ramp_steps, every, scope
+        gradual_sparsity(0, final, ramp_steps)  # validates
+        self.masks = magnitude_masks(model, 0.0, scope)
+        self.history = []  # (step, sparsity)
+
+    def __call__(self, step, model, optimizer):
+        if step % self.every == 0 and step <= self.ramp_steps:
+            target = gradual_sparsity(step, self.final, self.ramp_steps)
+            self.masks = magnitude_masks(model, target, self.scope)
+            self.history.append((step, target))
+        apply_masks(model, self.masks)
+
+
+def fine_tune_gradual(model, train_batches, *, final: float, steps: int, ramp_fraction: float = 0.75,
+                      lr: float = 5e-5, every: int = 5, seed: int | None = None):
+    """Iterative (gradual) pruning: prune a little, train a little, repeat, up to
+    ``final`` sparsity after ``ramp_fraction`` of the steps; the rest fine-tunes."""
+    from . import train
+    freeze_embeddings(model)
+    ramp = every * max(1, round(ramp_fraction * steps / every))  # the last update lands on the final sparsity
+    pruner = GradualPruning(model, final, ramp, every=every)
+    result = train.fit(model, train_batches, None, max_steps=steps, lr=lr, seed=seed, on_step=pruner, progress=False)
+    apply_masks(model, magnitude_masks(model, final))  # exactly final, whatever rounding did
+    return {"steps": result.steps, "schedule": pruner.history}
+
+
 @torch.no_grad()
 def rewind(model: nn.Module, init_state: dict, masks: dict, skip: tuple = ("classifier",)) -> nn.Module:
     """Lottery-ticket rewinding: every weight back to its value in ``init_state``
@@ -185,10 +227,17 @@ def rewind(model: nn.Module, init_state: dict, masks: dict, skip: tuple = ("clas
 
 
 @torch.no_grad()
-def random_reinit(model: nn.Module, masks: dict, seed: int | None = None) -> nn.Module:
-    """The control: the same mask on fresh random weights (the model's own init)."""
+def random_reinit(model: nn.Module, masks: dict, seed: int | None = None, keep: tuple = ("embeddings",)) -> nn.Module:
+    """The control: the same mask on fresh random weights (the model's own init,
+    N(0, 0.02) for BERT). Modules whose names contain one of ``keep`` are left
+    alone: the embeddings are neither pruned nor trained here, so they stay
+    pretrained and the control differs from the ticket only in the pruned part."""
+    if not hasattr(model, "_init_weights"):
+        raise LightKDError(f"{type(model).__name__} has no _init_weights; build a fresh model from its config instead")
     set_seed(seed)
-    model.apply(model._init_weights) if hasattr(model, "_init_weights") else None
+    for name, module in model.named_modules():
+        if not any(k in name for k in keep) and not list(module.children()):
+            model._init_weights(module)
     return apply_masks(model, masks)
 
 

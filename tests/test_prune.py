@@ -103,6 +103,7 @@ def test_rewind_and_random_reinit():
     fw = fresh.get_submodule(name).weight
     assert torch.equal(fw != 0, masks[name]) and not torch.allclose(fw, model.get_submodule(name).weight * masks[name])
     assert 0.005 < fw[masks[name]].std().item() < 0.05  # BERT's N(0, 0.02) init
+    assert torch.equal(fresh.bert.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight)
     with pytest.raises(LightKDError, match="shape"):
         prune.rewind(model, {name + ".weight": torch.zeros(2, 2)}, masks)
 
@@ -230,3 +231,20 @@ def test_exercise_checks_pass_reference_and_catch_wrong(capsys):
         raise NotImplementedError
     assert not prune.check_head_importance(stub)
     assert "not implemented" in capsys.readouterr().out
+
+
+def test_gradual_schedule_and_fine_tune():
+    assert prune.gradual_sparsity(0, 0.8, 10) == 0.0
+    assert abs(prune.gradual_sparsity(10, 0.8, 10) - 0.8) < 1e-12
+    assert abs(prune.gradual_sparsity(25, 0.8, 10) - 0.8) < 1e-12
+    steps = [prune.gradual_sparsity(t, 0.9, 20) for t in range(21)]
+    jumps = [b - a for a, b in zip(steps, steps[1:])]
+    assert all(j >= 0 for j in jumps) and jumps[0] > jumps[-1]  # fast first, slow at the end
+    with pytest.raises(LightKDError, match="sparsity"):
+        prune.gradual_sparsity(3, 1.0, 10)
+    with pytest.raises(LightKDError, match="ramp_steps"):
+        prune.gradual_sparsity(3, 0.5, 0)
+    model = tiny_bert()
+    info = prune.fine_tune_gradual(model, [batch(seed=s) for s in range(4)], final=0.6, steps=8, every=2, lr=1e-3)
+    assert abs(prune.sparsity_of(prune.masks_from_zeros(model)) - 0.6) < 1e-3
+    assert [s for _, s in info["schedule"]] == sorted(s for _, s in info["schedule"])

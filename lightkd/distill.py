@@ -125,6 +125,9 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
+masked_mean = _masked_mean  # public name: chapters that register their own losses use it
+
+
 def _token_mask(mask, like: torch.Tensor):
     """A (batch, seq) padding mask laid out for a feature: hidden (B, L, D) or attention (B, H, L, L)."""
     if mask is None:

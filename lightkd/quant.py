@@ -467,11 +467,15 @@ class QATRecipe:
 
 
 def q8bert_finetune(model: nn.Module, tokenizer, dataset, recipe: QATRecipe | None = None, bf16="auto",
-                    verbose: bool = True) -> nn.Module:
+                    fake_quant: bool = True, verbose: bool = True) -> nn.Module:
     """Fine-tune a fake-quantized copy of ``model`` on ``dataset.train`` (QAT),
     once per recipe: the result is cached with ``zoo.cached``. ``model`` is
     left as it is. ``lightkd_info`` on the result holds the training loss
-    curve and how far the activation EMA moved from its first-batch start."""
+    curve and how far the activation EMA moved from its first-batch start.
+
+    ``fake_quant=False`` runs the same recipe (same batches, same steps) on a
+    plain float copy: the control that separates what quantization costs from
+    what the extra fine-tuning itself does."""
     from . import data, train, zoo
     from .common import default_seed
     recipe = dataclasses.replace(recipe or QATRecipe())
@@ -481,8 +485,12 @@ def q8bert_finetune(model: nn.Module, tokenizer, dataset, recipe: QATRecipe | No
         {k: float(v.double().sum()) for k, v in model.state_dict().items()})
     spec = {"model": os.path.basename(str(origin)), "dataset": dataset.name, "n_train": len(dataset.train),
             "recipe": dataclasses.asdict(recipe), "bf16": bf16}
+    if not fake_quant:  # only when False, so entries cached before the control existed stay valid
+        spec["fake_quant"] = False
 
     def make():
+        if not fake_quant:
+            return copy.deepcopy(model)
         return prepare_q8bert(copy.deepcopy(model), bits=recipe.bits, act_bits=recipe.act_bits,
                               ema_decay=recipe.ema_decay, weight_granularity=recipe.weight_granularity)
 
@@ -497,12 +505,15 @@ def q8bert_finetune(model: nn.Module, tokenizer, dataset, recipe: QATRecipe | No
         result = train.fit(net, batches, None, max_steps=recipe.steps, lr=recipe.lr,
                            warmup_ratio=recipe.warmup_ratio, seed=recipe.seed, bf16=bf16,
                            on_step=remember_first_range)
+        info = {"steps": result.steps, "loss": [h.get("ce") for h in result.history]}
         moved = [abs(float(q.act_max) - first[n]) / max(first[n], 1e-8)
                  for n, q in net.named_modules() if isinstance(q, QuantLinear)]
-        return {"steps": result.steps, "loss": [h.get("ce") for h in result.history],
-                "ema_relative_change_max": max(moved), "ema_relative_change_mean": sum(moved) / len(moved)}
+        if moved:
+            info.update(ema_relative_change_max=max(moved), ema_relative_change_mean=sum(moved) / len(moved))
+        return info
 
-    return zoo.cached(f"q8bert-qat{recipe.bits}", spec, make, fit, verbose=verbose)
+    kind = f"q8bert-qat{recipe.bits}" if fake_quant else "q8bert-control-fp32"
+    return zoo.cached(kind, spec, make, fit, verbose=verbose)
 
 
 def ptq_static(model: nn.Module, batches, bits: int = 8, observer: str = "minmax", percentile: float = 99.99,

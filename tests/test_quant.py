@@ -301,3 +301,23 @@ def test_checks_pass_the_reference_and_fail_a_wrong_answer(capsys):
         raise NotImplementedError
     assert not quant.check_linear_quantize(stub)
     assert "not implemented" in capsys.readouterr().out
+
+
+def test_q8bert_finetune_caches_and_has_a_float_control(tmp_path, monkeypatch):
+    from lightkd import data, zoo
+    monkeypatch.setenv("LIGHTKD_CACHE", str(tmp_path))
+    monkeypatch.setenv("LIGHTKD_PROGRESS", "0")
+    tokenizer = zoo.load_tokenizer()
+    model = tiny_bert()
+    model.resize_token_embeddings(tokenizer.vocab_size)
+    split = data.TextSplit(["a fine film", "dull and long", "a joy", "a mess"] * 4, [1, 0, 1, 0] * 4)
+    dataset = data.Dataset("toy", ("neg", "pos"), split, split, split)
+    recipe = quant.QATRecipe(bits=4, steps=2, batch_size=4)
+    qat = quant.q8bert_finetune(model, tokenizer, dataset, recipe, bf16=False, verbose=False)
+    assert isinstance(qat.bert.encoder.layer[0].intermediate.dense, quant.QuantLinear)
+    assert qat.lightkd_info["steps"] == 2 and qat.lightkd_info["ema_relative_change_max"] >= 0
+    assert type(model.bert.encoder.layer[0].intermediate.dense) is nn.Linear  # the original is untouched
+    again = quant.q8bert_finetune(model, tokenizer, dataset, recipe, bf16=False, verbose=False)
+    assert all(torch.equal(a, b) for a, b in zip(qat.state_dict().values(), again.state_dict().values()))
+    control = quant.q8bert_finetune(model, tokenizer, dataset, recipe, bf16=False, fake_quant=False, verbose=False)
+    assert not quant.quant_modules(control) and control.lightkd_cache != qat.lightkd_cache

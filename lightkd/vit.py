@@ -7,6 +7,7 @@ Read top to bottom:
    DeiT's distillation token), position embeddings, pre-norm blocks. The
    attention takes an optional *key mask* (DynamicViT drops tokens through
    it) and the blocks can share one set of weights across depth (MiniViT).
+   ``to_transformers`` copies it into transformers' ViT / DeiT (equal logits).
 3. ``attention_rollout``: where the class token looks, across layers.
 4. ``SmallCNN``: the convnet teacher DeiT says a transformer learns best from.
 5. ``augmentation_params`` / ``augment`` / ``AugmentedBatches``: random shifts
@@ -15,9 +16,9 @@ Read top to bottom:
 6. DeiT's losses: ``soft_distillation_loss`` (KL at temperature tau, times
    tau^2), ``hard_distillation_loss`` (CE on the teacher's argmax) and
    ``deit_loss`` = (1 - alpha) CE + alpha distill.
-7. TinyViT's fast distillation: ``topk_probs`` / ``sparse_soft_labels`` and
-   ``TeacherLogitStore``, which runs the teacher once, keeps top-k
-   probabilities and their indices per (epoch, sample) and rebuilds the soft
+7. TinyViT's fast distillation: ``teacher_logits_for_views`` runs the teacher
+   once per view; ``TeacherLogitStore`` keeps its top-k probabilities and
+   their indices per (epoch, sample); ``sparse_soft_labels`` rebuilds the soft
    label while the student trains without the teacher in memory.
 8. Check functions for the exercises.
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn

@@ -326,3 +326,9 @@ def test_equals_transformers_vit_and_deit(distillation_token):
         ours = model(pixel_values=x).logits
         theirs = hf(pixel_values=(x - model.config.pixel_mean) / model.config.pixel_std).logits
     assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_soft_cross_entropy_is_ce_with_soft_targets():
+    torch.manual_seed(0)
+    s, p = torch.randn(4, 10), torch.randn(4, 10).softmax(-1)
+    assert torch.allclose(vit.soft_cross_entropy(s, p), F.cross_entropy(s, p), atol=1e-6)

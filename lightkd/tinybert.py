@@ -198,35 +198,99 @@ def pca_basis(weight: torch.Tensor, dim: int) -> torch.Tensor:
     return vh[:dim].T.contiguous()
 
 
-def make_student(teacher, config=None, *, seed: int | None = None, embeddings: str = "pca",
-                 freeze_word_embeddings: bool = True, per_layer_projection: bool = False):
+def select_weights(teacher, student, teacher_layers) -> nn.Module:
+    """Initialise a narrower student with a subset of the teacher's weights.
+
+    "Weight selection" (Xu et al., 2024): student layer m starts as teacher
+    layer ``teacher_layers[m]`` keeping every k-th coordinate of the residual
+    stream, of each head and of the FFN, the same coordinates everywhere, so
+    the pieces still fit together. Not the paper's TinyBERT (its student
+    starts random); our budget is a few minutes, not days.
+    """
+    t_cfg, s_cfg = teacher.config, student.config
+    if t_cfg.num_attention_heads != s_cfg.num_attention_heads:
+        raise LightKDError("weight selection keeps the teacher's heads: give the student as many heads")
+    width = lambda big, small: torch.arange(0, big, big // small)[:small]
+    res = width(t_cfg.hidden_size, s_cfg.hidden_size)
+    ffn = width(t_cfg.intermediate_size, s_cfg.intermediate_size)
+    t_head, s_head = t_cfg.hidden_size // t_cfg.num_attention_heads, s_cfg.hidden_size // s_cfg.num_attention_heads
+    heads = torch.cat([h * t_head + width(t_head, s_head) for h in range(t_cfg.num_attention_heads)])
+    def rows_cols(name):  # which rows (outputs) and columns (inputs) of a teacher weight to keep
+        for part, rc in (("attention.self.", (heads, res)), ("attention.output.dense", (res, heads)),
+                         ("intermediate.dense", (ffn, res)), ("output.dense", (res, ffn)),
+                         ("pooler.dense", (res, res)), ("classifier", (None, res))):
+            if part in name:
+                return rc
+        return None
+
+    t_state = teacher.state_dict()
+    new = {}
+    for name, value in student.state_dict().items():
+        source = name
+        if ".layer." in name:
+            prefix, rest = name.split(".layer.", 1)
+            m, rest = rest.split(".", 1)
+            source = f"{prefix}.layer.{teacher_layers[int(m)]}.{rest}"
+        t = t_state[source]
+        rc = rows_cols(name)
+        if name.endswith("_embeddings.weight"):
+            t = t[:, res]
+        elif "LayerNorm" in name:
+            t = t[res]
+        elif rc is not None:
+            rows, cols = rc
+            if name.endswith("weight"):
+                t = t[:, cols] if rows is None else t[rows][:, cols]
+            elif rows is not None:
+                t = t[rows]
+        if t.shape != value.shape:
+            raise LightKDError(f"weight selection: {name} is {tuple(value.shape)} but the selection gave "
+                               f"{tuple(t.shape)}; the student's sizes must divide the teacher's")
+        new[name] = t.clone()
+    student.load_state_dict(new)
+    return student
+
+
+def make_student(teacher, config=None, *, seed: int | None = None, init: str = "pca",
+                 freeze_word_embeddings: bool = True, per_layer_projection: bool = False, map_kind="uniform"):
     """The student and its W_h, as one ``ModuleDict(student=..., w_h=...)``.
 
-    ``embeddings="random"`` is the paper's student: every weight random.
-    ``"pca"`` (our default, a departure) starts the embedding tables as the
-    teacher's projected on its word embeddings' top principal directions, and
-    W_h as the way back, so a few hundred steps of general distillation do not
-    have to learn 30k word vectors from scratch. ``freeze_word_embeddings``
-    keeps that table fixed: it is 80% of the student and updating it costs as
-    much as the rest of a training step.
+    ``init="random"`` is the paper's student: every weight random.
+    ``"pca"`` (a departure) starts the embedding tables as the teacher's
+    projected on its word embeddings' top principal directions and W_h as the
+    way back; the layers stay random. ``"select"`` (a bigger departure) also
+    starts every layer from the teacher's layer g(m) by weight selection
+    (``select_weights``), with W_h putting each coordinate back where it came
+    from. ``freeze_word_embeddings`` keeps the word table fixed: it is 80% of
+    the student and updating it costs as much as the rest of a training step.
     """
     from transformers import BertForSequenceClassification
-    if embeddings not in ("pca", "random"):
-        raise LightKDError(f"embeddings must be 'pca' or 'random', got {embeddings!r}")
+    if init not in ("pca", "random", "select"):
+        raise LightKDError(f"init must be 'pca', 'random' or 'select', got {init!r}")
     config = config or student_config(teacher)
     set_seed(seed)
     student = BertForSequenceClassification(config)
     t_hidden = teacher.config.hidden_size
     n_proj = config.num_hidden_layers + 1 if per_layer_projection else None
     w_h = make_projection(config.hidden_size, t_hidden, n_proj)
-    if embeddings == "pca":
+    projections = w_h if isinstance(w_h, nn.ModuleList) else [w_h]
+    if init == "pca":
         t_emb, s_emb = teacher.bert.embeddings, student.bert.embeddings
         basis = pca_basis(t_emb.word_embeddings.weight.detach(), config.hidden_size)  # (t_hidden, s_hidden)
         with torch.no_grad():
             for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
                 getattr(s_emb, name).weight.copy_(getattr(t_emb, name).weight @ basis)
-            for lin in (w_h if isinstance(w_h, nn.ModuleList) else [w_h]):
+            for lin in projections:
                 lin.weight.copy_(basis)
+                lin.bias.zero_()
+    elif init == "select":
+        g = layer_map(map_kind, teacher.config.num_hidden_layers, config.num_hidden_layers)
+        select_weights(teacher, student, [t - 1 for t in g[1:]])
+        res = torch.arange(0, t_hidden, t_hidden // config.hidden_size)[:config.hidden_size]
+        with torch.no_grad():
+            for lin in projections:
+                lin.weight.zero_()
+                lin.weight[res, torch.arange(config.hidden_size)] = 1.0
                 lin.bias.zero_()
     student.bert.embeddings.word_embeddings.weight.requires_grad_(not freeze_word_embeddings)
     return nn.ModuleDict({"student": student, "w_h": w_h})
@@ -252,7 +316,7 @@ def fit_stage(bundle, teacher, batches, g, stage: str, *, steps: int, lr: float,
 def general_distillation(teacher, tokenizer, texts, *, layers: int = 3, hidden: int = 192,
                          intermediate: int = 768, map_kind="uniform", steps: int = 300, batch_size: int = 32,
                          max_length: int = 64, lr: float = 5e-4, seed: int | None = None,
-                         embeddings: str = "pca", verbose: bool = True):
+                         init: str = "pca", verbose: bool = True):
     """Stage 1: attention + hidden losses on unlabelled ``texts`` (no MLM), cached.
 
     Returns the ``ModuleDict(student, w_h)``; ``.lightkd_info`` holds the loss
@@ -263,12 +327,12 @@ def general_distillation(teacher, tokenizer, texts, *, layers: int = 3, hidden: 
     g = layer_map(map_kind, teacher.config.num_hidden_layers, layers)
     spec = {"teacher": getattr(teacher, "lightkd_cache", type(teacher).__name__), "texts": len(texts),
             "first": texts[0] if texts else "", "shape": [layers, hidden, intermediate], "map": g, "steps": steps,
-            "batch_size": batch_size, "max_length": max_length, "lr": lr, "seed": seed, "embeddings": embeddings,
+            "batch_size": batch_size, "max_length": max_length, "lr": lr, "seed": seed, "init": init,
             "version": VERSION}
     corpus = TextSplit(list(texts), [0] * len(texts))
 
     def make():
-        return make_student(teacher, config, seed=seed, embeddings=embeddings)
+        return make_student(teacher, config, seed=seed, init=init, map_kind=map_kind)
 
     def run(bundle):
         batches = _batches(corpus, tokenizer, batch_size, max_length, seed)

@@ -165,12 +165,38 @@ def test_make_student_pca_embeddings_and_w_h():
     assert torch.allclose(basis.T @ basis, torch.eye(16), atol=1e-4)  # orthonormal directions
     assert torch.allclose(e_s, e_t @ basis, atol=1e-5) and not e_s.requires_grad
     assert torch.allclose(w_h(e_s), e_t @ basis @ basis.T, atol=1e-4)  # W_h undoes the projection
-    rand = tb.make_student(teacher, config, seed=0, embeddings="random", freeze_word_embeddings=False)
+    rand = tb.make_student(teacher, config, seed=0, init="random", freeze_word_embeddings=False)
     assert rand["student"].bert.embeddings.word_embeddings.weight.requires_grad
-    with pytest.raises(LightKDError, match="embeddings"):
-        tb.make_student(teacher, config, embeddings="glove")
+    with pytest.raises(LightKDError, match="init"):
+        tb.make_student(teacher, config, init="glove")
     with pytest.raises(LightKDError, match="divisible"):
         tb.student_config(teacher, hidden=18)
+
+
+def test_make_student_by_weight_selection():
+    teacher = tiny_bert(4, hidden=32, heads=4)  # 4 heads of 8; FFN 64
+    config = tb.student_config(teacher, layers=2, hidden=16, intermediate=32)
+    bundle = tb.make_student(teacher, config, seed=0, init="select")
+    s, t = bundle["student"].state_dict(), teacher.state_dict()
+    res, ffn = torch.arange(0, 32, 2), torch.arange(0, 64, 2)
+    heads = torch.cat([h * 8 + torch.arange(0, 8, 2) for h in range(4)])
+    # student layer m starts from teacher layer g(m) - 1 = 1, 3 (uniform map [0, 2, 4])
+    q = "bert.encoder.layer.{}.attention.self.query.weight"
+    assert torch.equal(s[q.format(1)], t[q.format(3)][heads][:, res])
+    o = "bert.encoder.layer.{}.attention.output.dense.weight"
+    assert torch.equal(s[o.format(0)], t[o.format(1)][res][:, heads])
+    f = "bert.encoder.layer.{}.output.dense.weight"
+    assert torch.equal(s[f.format(0)], t[f.format(1)][res][:, ffn])
+    assert torch.equal(s["classifier.weight"], t["classifier.weight"][:, res])
+    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"][:, res])
+    x = torch.randn(3, 16)
+    lifted = bundle["w_h"](x)
+    assert torch.equal(lifted[:, res], x) and (lifted[:, 1::2] == 0).all()  # W_h puts coordinates back
+    loss, _ = tb.distillation_loss(teacher, bundle["student"], tb.layer_map("uniform", 4, 2), "general",
+                                   bundle["w_h"])(bundle["student"], tiny_batch())
+    assert torch.isfinite(loss)
+    with pytest.raises(LightKDError, match="heads"):
+        tb.select_weights(teacher, tiny_bert(2, hidden=16, heads=2), [1, 3])
 
 
 def test_stages_train_through_fit(tmp_cache):

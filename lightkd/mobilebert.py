@@ -448,14 +448,14 @@ def feature_map_loss(student, teacher, mask=None, **_) -> torch.Tensor:
 
 def mean_gap_loss(student, teacher, mask=None, **_) -> torch.Tensor:
     """(mean_s - mean_t)^2 of each token's features (official weight: 5000)."""
-    return distill._masked_mean((student.float().mean(-1) - teacher.float().mean(-1)) ** 2, mask)
+    return distill.masked_mean((student.float().mean(-1) - teacher.float().mean(-1)) ** 2, mask)
 
 
 def variance_gap_loss(student, teacher, mask=None, **_) -> torch.Tensor:
     """|var_s - var_t| of each token's features (official weight: 5)."""
     v_s = student.float().var(-1, unbiased=False)
     v_t = teacher.float().var(-1, unbiased=False)
-    return distill._masked_mean((v_s - v_t).abs(), mask)
+    return distill.masked_mean((v_s - v_t).abs(), mask)
 
 
 def group_heads(attention: torch.Tensor, heads: int) -> torch.Tensor:

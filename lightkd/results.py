@@ -9,6 +9,22 @@
 Values are always what this run measured; the paper column comes from
 shared anchors the chapter cites. ``runtime_s`` is the time since the
 Recorder was made (the chapter's first cell).
+
+Two kinds of entries share one shape across chapters, so the scoreboard
+never special-cases a chapter:
+
+- models: ``rec.model("student_kd", accuracy=..., latency_ms=..., params=...,
+  unique_params=..., size_bytes=..., method="KD")`` writes
+  ``models.<name>.<field>`` (and ``.chapter``).
+- claims, the ledger: ``rec.claim("kd_beats_labels", effect, ci, threshold=0,
+  direction="above", claim="KD beats training on labels", source="Hinton et
+  al. 2015")`` writes ``claims.<id>.verdict`` / ``.effect`` / ``.ci_low`` /
+  ``.ci_high`` / ``.threshold``. The verdict is computed by ``verdict()``,
+  one rule for the whole book (``VERDICT_RULE``), never typed.
+
+Intervals for the effects: ``paired_interval`` (a t interval over paired
+seeds), ``bootstrap_interval`` (a paired bootstrap over test examples) and
+``mean_interval``.
 """
 from __future__ import annotations
 
@@ -20,6 +36,8 @@ import time
 from pathlib import Path
 
 import torch
+
+import numpy as np
 
 from .common import LightKDError, atomic_write_bytes
 
@@ -78,6 +96,48 @@ class Recorder:
         self.metrics[name] = entry
         return value
 
+    def model(self, name: str, *, accuracy=None, accuracy_ci=None, latency_ms=None, params=None,
+              unique_params=None, size_bytes=None, method: str = "", note: str | None = None, **extra):
+        """One model's entry in the book-wide schema (``models.<name>.*``).
+        ``accuracy_ci``: a (low, high) interval, e.g. over seeds."""
+        _check_key(name, "model name")
+        fields = {"accuracy": (accuracy, "fraction"), "latency_ms": (latency_ms, "ms"), "params": (params, "params"),
+                  "unique_params": (unique_params, "params"), "size_bytes": (size_bytes, "bytes")}
+        for key, value in extra.items():
+            fields[key] = (value, "")
+        for key, (value, unit) in fields.items():
+            if value is not None:
+                self.record(f"models.{name}.{key}", value, unit=unit, note=note)
+        if accuracy_ci is not None:
+            low, high = _interval(accuracy_ci, "accuracy_ci")
+            self.record(f"models.{name}.accuracy_ci_low", low, unit="fraction")
+            self.record(f"models.{name}.accuracy_ci_high", high, unit="fraction")
+        self.record(f"models.{name}.chapter", self.chapter)
+        self.record(f"models.{name}.method", method or name)
+
+    def claim(self, claim_id: str, effect, ci=None, *, threshold: float = 0.0, direction: str = "above",
+              claim: str, source: str, unit: str = "points", note: str | None = None, paper=None) -> str:
+        """Record one line of the claim ledger and return its verdict.
+
+        ``effect`` is what was measured (e.g. accuracy with KD minus without,
+        in points), ``ci`` its 95% interval (None for an exact quantity such
+        as a parameter count), and the paper's claim reads "effect is
+        ``direction`` ``threshold``" (e.g. above 0: KD helps; below 1: within
+        one point). ``claim`` is the paper's sentence, ``source`` its citation.
+        """
+        _check_key(claim_id, "claim id")
+        verdict_ = verdict(effect, ci, threshold=threshold, direction=direction)
+        low, high = (effect, effect) if ci is None else _interval(ci, "ci")
+        base = f"claims.{claim_id}"
+        self.record(f"{base}.verdict", verdict_, source=source, note=note)
+        self.record(f"{base}.claim", claim)
+        self.record(f"{base}.effect", effect, unit=unit, paper=paper, source=source)
+        self.record(f"{base}.ci_low", low, unit=unit)
+        self.record(f"{base}.ci_high", high, unit=unit)
+        self.record(f"{base}.threshold", float(threshold), unit=unit)
+        self.record(f"{base}.direction", direction)
+        return verdict_
+
     def __getitem__(self, name):
         return self.metrics[name]["value"]
 
@@ -109,6 +169,8 @@ def _fmt(value, unit):
         return f"{100 * value:.1f}%"
     if unit in ("x", "ratio"):
         return f"{value:.2f}x"
+    if unit == "points":
+        return f"{value:+.2f}"
     if unit == "ms":
         return f"{value:.1f} ms"
     if unit == "params":
@@ -134,3 +196,120 @@ def paper_table(source, names: list[str] | None = None, only_with_paper: bool = 
                      "paper": _fmt(m.get("paper"), m.get("unit", "")), "source": m.get("source", ""),
                      "note": m.get("note", "")})
     return pd.DataFrame(rows).set_index("metric")
+
+
+# --------------------------------------------------------------- the ledger
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+DIRECTIONS = ("above", "below")
+VERDICT_RULE = ("A claim reads \"the effect is above (or below) a threshold\". It is *reproduced* when the whole 95% "
+                "interval of the measured effect lies on the claimed side of the threshold, *not reproduced* when "
+                "the whole interval lies on the other side, and *inconclusive* when the interval contains the "
+                "threshold.")
+
+
+def _check_key(key: str, what: str) -> None:
+    if not isinstance(key, str) or not key or key != key.lower() or " " in key or "." in key:
+        raise LightKDError(f"{what} must be lower case without spaces or dots, got {key!r}")
+
+
+def _interval(ci, what: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in ci)
+    except (TypeError, ValueError):
+        raise LightKDError(f"{what} must be a (low, high) pair of numbers, got {ci!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise LightKDError(f"{what} must be finite with low <= high, got {ci!r}")
+    return low, high
+
+
+def verdict(effect, ci=None, *, threshold: float = 0.0, direction: str = "above") -> str:
+    """The book's one rule (``VERDICT_RULE``): where the 95% interval lies
+    relative to the threshold. Without an interval the effect itself decides."""
+    if direction not in DIRECTIONS:
+        raise LightKDError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    effect = float(effect)
+    if not math.isfinite(effect) or not math.isfinite(float(threshold)):
+        raise LightKDError(f"effect and threshold must be finite, got {effect!r} and {threshold!r}")
+    low, high = (effect, effect) if ci is None else _interval(ci, "ci")
+    if direction == "below":  # "effect below t" is "-effect above -t"
+        low, high, threshold = -high, -low, -threshold
+    if low > threshold:
+        return "reproduced"
+    if high < threshold or (ci is None and high <= threshold):
+        return "not reproduced"
+    return "inconclusive"
+
+
+def _t_critical(n: int, level: float) -> float:
+    from scipy import stats
+    return float(stats.t.ppf(0.5 + level / 2, n - 1))
+
+
+def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): a t interval for the mean of a few runs (e.g. seeds)."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(x) < 2 or not np.isfinite(x).all():
+        raise LightKDError(f"need at least two finite values for an interval, got {values!r}")
+    if not 0 < level < 1:
+        raise LightKDError(f"level must be in (0, 1), got {level!r}")
+    mean, half = float(x.mean()), _t_critical(len(x), level) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return mean, mean - half, mean + half
+
+
+def paired_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean difference, low, high) of ``a - b`` over paired runs (the same
+    seeds for both arms): a t interval on the per-seed differences."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise LightKDError(f"paired runs need the same number of values on both sides, got {a.shape} and {b.shape}")
+    return mean_interval(a - b, level)
+
+
+def bootstrap_interval(correct_a, correct_b=None, *, resamples: int = 2000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """(difference, low, high) of accuracy A minus accuracy B on the same test
+    examples, with a paired bootstrap over the examples (percentile interval).
+    ``correct_*`` are 0/1 per example, or (runs, examples) for several seeds,
+    averaged over runs first. Without ``correct_b``: accuracy A's interval."""
+    a = np.asarray(correct_a, dtype=float)
+    a = a.mean(0) if a.ndim == 2 else a
+    b = np.zeros_like(a)
+    if correct_b is not None:
+        b = np.asarray(correct_b, dtype=float)
+        b = b.mean(0) if b.ndim == 2 else b
+        if b.shape != a.shape:
+            raise LightKDError(f"both arms must be scored on the same examples, got {a.shape} and {b.shape}")
+    if a.ndim != 1 or len(a) < 2:
+        raise LightKDError("need per-example scores of at least two examples")
+    if not isinstance(resamples, int) or resamples < 100:
+        raise LightKDError(f"resamples must be an integer >= 100, got {resamples!r}")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(resamples, len(diff)))
+    stats = diff[idx].mean(1)
+    tail = (1 - level) / 2 * 100
+    return float(diff.mean()), float(np.percentile(stats, tail)), float(np.percentile(stats, 100 - tail))
+
+
+def ledger(source):
+    """The claim ledger as a DataFrame (claim, source, effect, 95% interval,
+    threshold, verdict), from a Recorder, a chapter name or a results dict."""
+    import pandas as pd
+    if isinstance(source, Recorder):
+        metrics = source.metrics
+    elif isinstance(source, dict):
+        metrics = source["metrics"]
+    else:
+        metrics = load(source)["metrics"]
+    ids = list(dict.fromkeys(k.split(".")[1] for k in metrics if k.startswith("claims.") and k.endswith(".verdict")))
+    rows = []
+    for cid in ids:
+        m = lambda f: metrics[f"claims.{cid}.{f}"]
+        unit = m("effect").get("unit", "")
+        side = ">" if m("direction")["value"] == "above" else "<"
+        rows.append({"claim": m("claim")["value"], "source": m("verdict").get("source", ""),
+                     "measured": _fmt(m("effect")["value"], unit),
+                     "95% interval": f"[{_fmt(m('ci_low')['value'], unit)}, {_fmt(m('ci_high')['value'], unit)}]",
+                     "holds if": f"{side} {_fmt(m('threshold')['value'], unit)}",
+                     "verdict": m("verdict")["value"]})
+    return pd.DataFrame(rows, columns=["claim", "source", "measured", "95% interval", "holds if", "verdict"])

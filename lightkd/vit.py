@@ -1,342 +1,37 @@
-"""Vision transformers and their distillation, in plain torch.
+"""Vision distillation: DeiT and TinyViT, on the core's ViT and CNN.
 
 Read top to bottom:
 
-1. ``patchify``: an image becomes a sequence of flattened patches.
-2. ``ViTConfig`` / ``VisionTransformer``: patch embedding, a class token (and
-   DeiT's distillation token), position embeddings, pre-norm blocks. The
-   attention takes an optional *key mask* (DynamicViT drops tokens through
-   it) and the blocks can share one set of weights across depth (MiniViT).
-   ``to_transformers`` copies it into transformers' ViT / DeiT (equal logits).
-3. ``attention_rollout``: where the class token looks, across layers.
-4. ``SmallCNN``: the convnet teacher DeiT says a transformer learns best from.
-5. ``augmentation_params`` / ``augment`` / ``AugmentedBatches``: random shifts
+1. ``augmentation_params`` / ``augment`` / ``AugmentedBatches``: random shifts
    and flips that are a pure function of (seed, epoch, sample), so a stored
    teacher output can be matched to the exact view the student sees.
-6. DeiT's losses: ``soft_distillation_loss`` (KL at temperature tau, times
-   tau^2), ``hard_distillation_loss`` (CE on the teacher's argmax) and
-   ``deit_loss`` = (1 - alpha) CE + alpha distill.
-7. TinyViT's fast distillation: ``teacher_logits_for_views`` runs the teacher
+2. DeiT's losses: ``soft_distillation_loss`` (KL at temperature tau, times
+   tau^2: ``distill.soft_target_loss``), ``hard_distillation_loss`` (CE on the
+   teacher's argmax) and ``deit_loss`` = (1 - alpha) CE + alpha distill.
+3. TinyViT's fast distillation: ``teacher_logits_for_views`` runs the teacher
    once per view; ``TeacherLogitStore`` keeps its top-k probabilities and
    their indices per (epoch, sample); ``sparse_soft_labels`` rebuilds the soft
    label while the student trains without the teacher in memory.
-8. Check functions for the exercises.
+4. Check functions for the exercises.
 
-Every vision model here takes ``pixel_values=`` so ``lightkd.train.fit`` and
-``evaluate`` work unchanged.
+The backbones (``VisionTransformer``, ``SmallCNN``, ``patchify``,
+``attention_rollout``) live in ``lightkd.models``; they are re-exported here
+so ``vit.VisionTransformer`` keeps working.
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from .common import LightKDError
+from .distill import check_alpha, check_temperature, soft_target_loss
 from .exercises import check_function
-
-
-# ------------------------------------------------------------------ patches
-def check_patch_size(image_size: int, patch_size: int) -> int:
-    """The number of patches along one side; a clear error when it does not divide."""
-    if not isinstance(patch_size, int) or patch_size < 1:
-        raise LightKDError(f"patch_size must be a positive integer, got {patch_size!r}")
-    if not isinstance(image_size, int) or image_size < 1:
-        raise LightKDError(f"image_size must be a positive integer, got {image_size!r}")
-    if image_size % patch_size:
-        divisors = [d for d in range(1, image_size + 1) if image_size % d == 0]
-        raise LightKDError(f"patch size {patch_size} does not divide image size {image_size}; "
-                           f"pick one of {divisors} or resize the images")
-    return image_size // patch_size
-
-
-def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, num_patches, C * p * p), patches in reading order
-    (left to right, top to bottom), each flattened channel-first."""
-    if images.ndim != 4:
-        raise LightKDError(f"images must be (batch, channels, height, width), got shape {tuple(images.shape)}")
-    b, c, h, w = images.shape
-    gh, gw = check_patch_size(h, patch_size), check_patch_size(w, patch_size)
-    x = images.reshape(b, c, gh, patch_size, gw, patch_size)
-    x = x.permute(0, 2, 4, 1, 3, 5)  # B, gh, gw, C, p, p
-    return x.reshape(b, gh * gw, c * patch_size * patch_size)
-
-
-def unpatchify(patches: torch.Tensor, patch_size: int, channels: int = 1) -> torch.Tensor:
-    """The inverse of ``patchify`` for square images."""
-    b, n, d = patches.shape
-    side = math.isqrt(n)
-    if side * side != n or d != channels * patch_size ** 2:
-        raise LightKDError(f"cannot fold {n} patches of {d} values into a square {channels}-channel image")
-    x = patches.reshape(b, side, side, channels, patch_size, patch_size).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(b, channels, side * patch_size, side * patch_size)
-
-
-# ------------------------------------------------------------------- config
-@dataclass
-class ViTConfig:
-    """Everything that decides a ViT's shape. ``share_weights`` ties the
-    attention and MLP weights of every block to the first block's (MiniViT
-    keeps a LayerNorm per layer, and so do we)."""
-    image_size: int = 28
-    patch_size: int = 7
-    in_channels: int = 1
-    num_classes: int = 10
-    dim: int = 64
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 2.0
-    dropout: float = 0.0
-    distillation_token: bool = False
-    share_weights: bool = False
-    pixel_mean: float = 0.2860  # Fashion-MNIST's training-set mean and std
-    pixel_std: float = 0.3530
-
-    def __post_init__(self):
-        check_patch_size(self.image_size, self.patch_size)
-        for name in ("in_channels", "num_classes", "dim", "depth", "heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise LightKDError(f"{name} must be a positive integer, got {value!r}")
-        if self.dim % self.heads:
-            raise LightKDError(f"dim {self.dim} must be divisible by heads {self.heads}")
-        if self.mlp_ratio <= 0 or not 0 <= self.dropout < 1:
-            raise LightKDError(f"need mlp_ratio > 0 and 0 <= dropout < 1, got {self.mlp_ratio}, {self.dropout}")
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-    @property
-    def num_extra_tokens(self) -> int:
-        """Tokens before the patches: the class token, and DeiT's distillation token."""
-        return 2 if self.distillation_token else 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# ---------------------------------------------------------------- attention
-def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor | None, eps: float = 1e-6) -> torch.Tensor:
-    """Softmax over keys that ignores keys whose mask is 0.
-
-    ``key_mask`` is (B, N) with 1 = keep, 0 = drop, or anything in between
-    (DynamicViT trains with soft Gumbel masks, so the mask must carry
-    gradients: we multiply, not fill with -inf). A dropped token still attends
-    to itself (and the kept tokens), which keeps every row well defined
-    (DynamicViT's ``softmax_with_policy``).
-    """
-    if key_mask is None:
-        return scores.softmax(-1)
-    n = scores.shape[-1]
-    if key_mask.shape != (scores.shape[0], n):
-        raise LightKDError(f"key_mask must be (batch, tokens) = {(scores.shape[0], n)}, got {tuple(key_mask.shape)}")
-    policy = key_mask.to(scores.dtype)[:, None, None, :]  # B, 1, 1, N
-    eye = torch.eye(n, dtype=scores.dtype, device=scores.device)
-    policy = policy + (1.0 - policy) * eye
-    weights = torch.exp(scores - scores.amax(-1, keepdim=True)) * policy
-    return (weights + eps / n) / (weights.sum(-1, keepdim=True) + eps)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection."""
-
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.heads, self.head_dim = heads, dim // heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x, key_mask=None, return_attention: bool = False):
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        if key_mask is None and not return_attention:  # the fused kernel: same math, faster
-            out = F.scaled_dot_product_attention(q, k, v)
-            attn = None
-        else:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
-            attn = masked_softmax(scores, key_mask)
-            out = self.drop(attn) @ v
-        out = out.transpose(1, 2).reshape(b, n, d)
-        return self.proj(out), attn
-
-
-class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
-        super().__init__()
-        self.fc1, self.fc2, self.drop = nn.Linear(dim, hidden), nn.Linear(hidden, dim), nn.Dropout(dropout)
-
-    def forward(self, x):
-        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0):
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dropout)
-        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout)
-
-    def forward(self, x, key_mask=None, return_attention: bool = False):
-        h, attn = self.attn(self.norm1(x), key_mask=key_mask, return_attention=return_attention)
-        x = x + h
-        return x + self.mlp(self.norm2(x)), attn
-
-
-# -------------------------------------------------------------------- model
-@dataclass
-class ViTOutput:
-    """``logits`` is what a classifier reports: the class head, or with a
-    distillation token the average of both heads (DeiT at test time)."""
-    logits: torch.Tensor
-    cls_logits: torch.Tensor
-    dist_logits: torch.Tensor | None = None
-    attentions: tuple | None = None
-    hidden_states: torch.Tensor | None = None
-
-
-class VisionTransformer(nn.Module):
-    def __init__(self, config: ViTConfig):
-        super().__init__()
-        self.config = c = config
-        self.patch_embed = nn.Linear(c.in_channels * c.patch_size ** 2, c.dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
-        self.dist_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.distillation_token else None
-        self.pos_embed = nn.Parameter(torch.zeros(1, c.num_extra_tokens + c.num_patches, c.dim))
-        self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth))
-        if c.share_weights:  # one block's attention and MLP at every depth; LayerNorms stay per layer
-            for block in self.blocks[1:]:
-                block.attn, block.mlp = self.blocks[0].attn, self.blocks[0].mlp
-        self.norm = nn.LayerNorm(c.dim)
-        self.head = nn.Linear(c.dim, c.num_classes)
-        self.head_dist = nn.Linear(c.dim, c.num_classes) if c.distillation_token else None
-        self._init_weights()
-
-    def _init_weights(self):
-        # Tokens and positions start small (as in DeiT); the Linear layers keep
-        # torch's default init, which trains faster than std 0.02 at this tiny width.
-        for p in (self.cls_token, self.pos_embed, self.dist_token):
-            if p is not None:
-                nn.init.trunc_normal_(p, std=0.02)
-
-    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Image -> tokens: [cls, (dist), patch_1 ... patch_N] plus positions."""
-        c = self.config
-        if pixel_values.ndim != 4 or pixel_values.shape[1:] != (c.in_channels, c.image_size, c.image_size):
-            raise LightKDError(f"expected images of shape (batch, {c.in_channels}, {c.image_size}, {c.image_size}), "
-                               f"got {tuple(pixel_values.shape)}")
-        pixel_values = (pixel_values - c.pixel_mean) / c.pixel_std
-        tokens = self.patch_embed(patchify(pixel_values, c.patch_size))
-        extra = [self.cls_token] + ([self.dist_token] if self.dist_token is not None else [])
-        extra = torch.cat(extra, dim=1).expand(len(tokens), -1, -1)
-        return torch.cat([extra, tokens], dim=1) + self.pos_embed
-
-    def forward(self, pixel_values, key_mask=None, output_attentions: bool = False,
-                output_hidden_states: bool = False) -> ViTOutput:
-        """``key_mask`` (B, num_patches): 1 keeps a patch token, 0 hides it from
-        every other token's attention (class and distillation tokens are always kept)."""
-        x = self.embed(pixel_values)
-        if key_mask is not None:
-            keep_extra = torch.ones(len(x), self.config.num_extra_tokens, dtype=key_mask.dtype, device=key_mask.device)
-            key_mask = torch.cat([keep_extra, key_mask], dim=1)
-        attentions = []
-        for block in self.blocks:
-            x, attn = block(x, key_mask=key_mask, return_attention=output_attentions)
-            attentions.append(attn)
-        x = self.norm(x)
-        cls_logits = self.head(x[:, 0])
-        dist_logits = self.head_dist(x[:, 1]) if self.head_dist is not None else None
-        logits = cls_logits if dist_logits is None else (cls_logits + dist_logits) / 2
-        return ViTOutput(logits, cls_logits, dist_logits, tuple(attentions) if output_attentions else None,
-                         x if output_hidden_states else None)
-
-
-def to_transformers(model: VisionTransformer):
-    """The same network as a transformers ``ViTForImageClassification`` (or, with
-    a distillation token, ``DeiTForImageClassificationWithTeacher``), weights
-    copied. transformers leaves pixel normalisation to its image processor, so
-    feed it ``(pixels - config.pixel_mean) / config.pixel_std``. A shared-weights
-    model comes out with each layer holding its own copy."""
-    from transformers import (DeiTConfig, DeiTForImageClassificationWithTeacher, ViTConfig as HFViTConfig,
-                              ViTForImageClassification)
-    c = model.config
-    kwargs = dict(hidden_size=c.dim, num_hidden_layers=c.depth, num_attention_heads=c.heads,
-                  intermediate_size=int(c.dim * c.mlp_ratio), image_size=c.image_size, patch_size=c.patch_size,
-                  num_channels=c.in_channels, num_labels=c.num_classes, hidden_act="gelu", layer_norm_eps=1e-5,
-                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, qkv_bias=True)
-    if c.distillation_token:
-        hf, root = DeiTForImageClassificationWithTeacher(DeiTConfig(**kwargs)), "deit"
-    else:
-        hf, root = ViTForImageClassification(HFViTConfig(**kwargs)), "vit"
-    d, p = c.dim, c.patch_size
-    state = {f"{root}.embeddings.cls_token": model.cls_token,
-             f"{root}.embeddings.position_embeddings": model.pos_embed,
-             f"{root}.embeddings.patch_embeddings.projection.weight": model.patch_embed.weight.reshape(d, c.in_channels, p, p),
-             f"{root}.embeddings.patch_embeddings.projection.bias": model.patch_embed.bias,
-             f"{root}.layernorm.weight": model.norm.weight, f"{root}.layernorm.bias": model.norm.bias}
-    if c.distillation_token:
-        state.update({"deit.embeddings.distillation_token": model.dist_token,
-                      "cls_classifier.weight": model.head.weight, "cls_classifier.bias": model.head.bias,
-                      "distillation_classifier.weight": model.head_dist.weight,
-                      "distillation_classifier.bias": model.head_dist.bias})
-    else:
-        state.update({"classifier.weight": model.head.weight, "classifier.bias": model.head.bias})
-    for i, block in enumerate(model.blocks):
-        layer = f"{root}.encoder.layer.{i}"
-        for j, name in enumerate(("query", "key", "value")):  # our fused qkv rows are [q; k; v]
-            state[f"{layer}.attention.attention.{name}.weight"] = block.attn.qkv.weight[j * d:(j + 1) * d]
-            state[f"{layer}.attention.attention.{name}.bias"] = block.attn.qkv.bias[j * d:(j + 1) * d]
-        for ours, theirs in ((block.attn.proj, "attention.output.dense"), (block.mlp.fc1, "intermediate.dense"),
-                             (block.mlp.fc2, "output.dense"), (block.norm1, "layernorm_before"),
-                             (block.norm2, "layernorm_after")):
-            state[f"{layer}.{theirs}.weight"], state[f"{layer}.{theirs}.bias"] = ours.weight, ours.bias
-    hf.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
-    return hf.eval()
-
-
-def attention_rollout(attentions, num_extra_tokens: int = 1, token: int = 0) -> torch.Tensor:
-    """Abnar and Zuidema's rollout: average the heads, add the identity for the
-    residual path, renormalise, multiply through the layers. Returns how much
-    ``token`` (default the class token) draws from each patch: (B, num_patches)."""
-    if not attentions or attentions[0] is None:
-        raise LightKDError("no attentions: call the model with output_attentions=True")
-    result = None
-    for a in attentions:
-        a = a.float().mean(1)  # B, N, N
-        a = a + torch.eye(a.shape[-1])
-        a = a / a.sum(-1, keepdim=True)
-        result = a if result is None else a @ result
-    return result[:, token, num_extra_tokens:]
-
-
-# ------------------------------------------------------------------ teacher
-class SmallCNN(nn.Module):
-    """The convnet teacher: two 3x3 conv stages with batch norm and max
-    pooling, then a small MLP on the 7x7 feature map. Its built-in locality is
-    the inductive bias DeiT argues a transformer student picks up through
-    distillation."""
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16, hidden: int = 128,
-                 image_size: int = 28):
-        super().__init__()
-
-        def stage(cin, cout):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-                                 nn.MaxPool2d(2))
-
-        side = image_size // 4
-        self.features = nn.Sequential(stage(in_channels, width), stage(width, 2 * width), nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(2 * width * side * side, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
-
-    def forward(self, pixel_values):
-        return self.head(self.features(pixel_values))
-
+from .models import (Attention, Block, ModelOutput, SmallCNN, ViTConfig, ViTOutput, VisionTransformer,  # noqa: F401
+                     attention_rollout, check_patch_size, masked_softmax, patchify, to_transformers, unpatchify)
+from .train import logits_of
 
 # ------------------------------------------------------------- augmentation
 def augmentation_params(n: int, epoch: int, seed: int, max_shift: int = 0, flip: bool = True) -> dict:
@@ -454,24 +149,12 @@ def teacher_logits_for_views(teacher, split, epochs: int, seed: int, max_shift: 
         for s in range(0, n, batch_size):
             rows = torch.arange(s, min(s + batch_size, n))
             view = augment(split.images[rows], params["shift_y"][rows], params["shift_x"][rows], params["flip"][rows])
-            parts.append(_logits(teacher(pixel_values=view)).float())
+            parts.append(logits_of(teacher(pixel_values=view)).float())
         out.append(torch.cat(parts))
     return TeacherLogits(torch.stack(out), seed, max_shift, flip, epochs * n, time.perf_counter() - start)
 
 
 # ------------------------------------------------------------ DeiT's losses
-def check_alpha(alpha: float) -> float:
-    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise LightKDError(f"alpha weighs distillation against the labels and must be in [0, 1], got {alpha!r}")
-    return float(alpha)
-
-
-def check_tau(tau: float) -> float:
-    if not isinstance(tau, (int, float)) or tau <= 0:
-        raise LightKDError(f"the temperature tau must be positive, got {tau!r}")
-    return float(tau)
-
-
 def soft_distillation_loss(student_logits, teacher_logits, tau: float = 1.0, reduction: str = "batchmean"):
     """tau^2 KL(softmax(teacher / tau) || softmax(student / tau)).
 
@@ -480,16 +163,11 @@ def soft_distillation_loss(student_logits, teacher_logits, tau: float = 1.0, red
     what DeiT's losses.py does (its issue 61): the same gradient direction,
     num_classes times weaker.
     """
-    tau = check_tau(tau)
-    if student_logits.shape != teacher_logits.shape:
-        raise LightKDError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                           f"{tuple(teacher_logits.shape)} must have the same shape")
-    kl = F.kl_div(F.log_softmax(student_logits.float() / tau, -1), F.log_softmax(teacher_logits.float() / tau, -1),
-                  reduction="sum", log_target=True) * tau * tau
+    kl = soft_target_loss(student_logits, teacher_logits, tau)  # summed over classes, mean over the batch
     if reduction == "batchmean":
-        return kl / student_logits.shape[0]
+        return kl
     if reduction == "numel":
-        return kl / student_logits.numel()
+        return kl / student_logits.shape[-1]
     raise LightKDError(f"reduction must be 'batchmean' or 'numel', got {reduction!r}")
 
 
@@ -521,7 +199,7 @@ def deit_loss(cls_logits, labels, dist_logits=None, teacher_logits=None, kind: s
         raise LightKDError(f"{kind} distillation needs dist_logits and exactly one of teacher_logits, teacher_probs")
     if teacher_probs is not None:  # stored top-k: KL(p || q) at tau = 1, or CE on the stored argmax
         if kind == "soft":
-            if check_tau(tau) != 1.0:
+            if check_temperature(tau) != 1.0:
                 raise LightKDError(f"stored probabilities are at tau = 1; soft distillation from them needs tau=1, got {tau}")
             log_q = F.log_softmax(dist_logits.float(), -1)
             kl = (teacher_probs * (teacher_probs.clamp_min(1e-12).log() - log_q)).sum()
@@ -544,7 +222,7 @@ def deit_loss_fn(teacher=None, kind: str = "hard", alpha: float = 0.5, tau: floa
     dense ``teacher_logits``, or ``teacher`` run online on the same augmented
     images, in eval mode, without gradients (DeiT).
     """
-    check_alpha(alpha), check_tau(tau)
+    check_alpha(alpha), check_temperature(tau)
     if kind not in DISTILLATION_KINDS:
         raise LightKDError(f"kind must be one of {DISTILLATION_KINDS}, got {kind!r}")
     if teacher is not None:
@@ -562,17 +240,13 @@ def deit_loss_fn(teacher=None, kind: str = "hard", alpha: float = 0.5, tau: floa
                 teacher_logits = batch["teacher_logits"]
             elif teacher is not None:
                 with torch.no_grad():
-                    teacher_logits = _logits(teacher(pixel_values=batch["pixel_values"])).float()
+                    teacher_logits = logits_of(teacher(pixel_values=batch["pixel_values"])).float()
             else:
                 raise LightKDError(f"{kind} distillation needs a teacher, or batches that carry its outputs")
         return deit_loss(out.cls_logits, batch["labels"], dist, teacher_logits, kind, alpha, tau, reduction,
                          teacher_probs)
 
     return loss
-
-
-def _logits(output):
-    return output if isinstance(output, torch.Tensor) else output.logits
 
 
 @torch.no_grad()
@@ -619,7 +293,7 @@ def sparse_soft_labels(values: torch.Tensor, indices: torch.Tensor, num_classes:
     return labels.scatter(-1, indices.long(), values)
 
 
-def soft_cross_entropy(student_logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+def target_cross_entropy(student_logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of -sum_c p_c log q_c (TinyViT's distillation loss)."""
     return -(target_probs * F.log_softmax(student_logits.float(), -1)).sum(-1).mean()
 

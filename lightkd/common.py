@@ -34,6 +34,43 @@ class SourceMissing(LightKDError, FileNotFoundError):
     """A data set or model is not on this machine and cannot be fetched."""
 
 
+# ------------------------------------------------------------ validators
+# ``require_*`` validate a caller's argument and return it (normalised);
+# ``check_*`` elsewhere are the exercises' answer checkers.
+def require_positive_int(name: str, value, minimum: int = 1) -> int:
+    """An integer >= ``minimum`` (not a bool, not a float that happens to be whole)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise LightKDError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def require_number(name: str, value, *, low: float | None = None, high: float | None = None,
+                   low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number in the given range (ends closed unless ``*_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
+            float("inf"), float("-inf")):
+        raise LightKDError(f"{name} must be a finite number, got {value!r}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left, right = ("(" if low_open else "[") if low is not None else "(", (")" if high_open else "]") if high is not None else ")"
+        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise LightKDError(f"{name} must lie in {span}, got {value!r}")
+    return float(value)
+
+
+def require_probability(name: str, value) -> float:
+    """A number in [0, 1]."""
+    return require_number(name, value, low=0.0, high=1.0)
+
+
+def require_choice(name: str, value, choices) -> object:
+    """One of ``choices``."""
+    if value not in tuple(choices):
+        raise LightKDError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
 def default_seed() -> int:
     raw = os.environ.get("LIGHTKD_SEED", "0")
     try:

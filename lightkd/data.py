@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import LightKDError, SourceMissing, atomic_write_bytes, cache_dir, locked, registry_package
+from .common import (LightKDError, SourceMissing, atomic_write_bytes, cache_dir, default_seed, locked, registry_package,
+                     require_positive_int)
 
 TEXT_DATASETS = ("movie_reviews", "sst2")
 UNLABELLED_DATASETS = ("snippets", "wikitext")
@@ -271,7 +272,7 @@ class TextBatches:
         if not isinstance(max_length, int) or max_length < 2 or max_length > min(limit, 10**6):
             raise LightKDError(f"max_length must be between 2 and the model's maximum {limit}, got {max_length!r}")
         self.split, self.batch_size, self.shuffle, self.bucket = split, batch_size, shuffle, bucket
-        self.seed = seed if seed is not None else int(os.environ.get("LIGHTKD_SEED", "0"))
+        self.seed = seed if seed is not None else default_seed()
         self.pad_id = tokenizer.pad_token_id or 0
         self.ids = tokenizer(list(split.texts), truncation=True, max_length=max_length)["input_ids"]
         self.epoch = 0
@@ -304,6 +305,11 @@ class TextBatches:
             batch["labels"] = torch.tensor([self.split.labels[i] for i in rows])
         return batch
 
+    def set_epoch(self, epoch: int) -> None:
+        """Which epoch the next pass is (it decides the order): ``train.fit`` sets
+        it, so a run's data order never depends on earlier passes over this object."""
+        self.epoch = require_positive_int("epoch", epoch, minimum=0)
+
     def __iter__(self):
         batches = self._order()
         self.epoch += 1
@@ -317,11 +323,15 @@ class ImageBatches:
     def __init__(self, split: ImageSplit, batch_size: int = 128, shuffle: bool = False, seed: int | None = None):
         _check_batch_size(batch_size)
         self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
-        self.seed = seed if seed is not None else int(os.environ.get("LIGHTKD_SEED", "0"))
+        self.seed = seed if seed is not None else default_seed()
         self.epoch = 0
 
     def __len__(self) -> int:
         return (len(self.split) + self.batch_size - 1) // self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Which epoch the next pass is (see ``TextBatches.set_epoch``)."""
+        self.epoch = require_positive_int("epoch", epoch, minimum=0)
 
     def __iter__(self):
         n = len(self.split)
@@ -370,3 +380,7 @@ def load_word_vectors(name: str = "glove-6b-50d", max_words: int | None = 100_00
     vectors = np.load(emb, mmap_mode="r")
     n = len(words) if max_words is None else min(max_words, len(words))
     return words[:n], torch.from_numpy(np.array(vectors[:n], dtype=np.float32))
+
+
+# ---------------------------------------------- image-text (lightkd/vldata.py)
+from .vldata import load_emoji, load_vqa  # noqa: E402,F401  emoji + names, easy-VQA

@@ -7,19 +7,20 @@ Read top to bottom:
    mixed by ``alpha``) and TinyBERT's ``soft_cross_entropy``.
 2. Losses on features: ``mse_loss``, ``cosine_loss`` (DistilBERT's hidden
    state term), ``attention_kl_loss`` (MobileBERT's attention transfer), all
-   with an optional padding mask, and the ``LOSSES`` registry that later
-   chapters extend with ``register_loss``.
+   with an optional padding mask, and ``LOSSES``, the names a ``Match`` may
+   use (a ``Match`` may also carry any loss function itself).
 3. Feature capture without model surgery: ``capture(model, batch, features)``
    takes hidden states and attentions from what transformers exposes
    (``output_hidden_states`` / ``output_attentions``), pre-softmax attention
    scores from forward hooks on the query and key projections, and any other
    tensor from a forward hook named by module path (``"blocks.3"``).
-4. Distillation as data: a list of ``Match`` (teacher layer, student layer,
-   feature, loss, weight, projection) and ``DistillationLoss``, which turns
-   teacher + matches into the ``loss(model, batch) -> (loss, logs)`` that
-   ``train.fit`` takes. ``TeacherCache`` stores the teacher's features once
-   (TinyViT stores its teacher's logits the same way) so that many student
-   runs share one teacher pass.
+4. Distillation as data: a list of immutable ``Match`` (teacher layer,
+   student layer, feature, loss, weight, projection) and ``DistillationLoss``,
+   which turns teacher + matches into the ``loss(model, batch) -> (loss,
+   logs)`` that ``train.fit`` takes. One teacher protocol serves a live model
+   (``LiveTeacher``: eval mode, no gradients) and ``TeacherCache``, which
+   stores the teacher's features once (TinyViT stores its teacher's logits
+   the same way) so that many student runs share one teacher pass.
 5. Students: ``student_from_teacher(teacher, layers=[0, 2, 4])`` copies the
    chosen encoder layers (DistilBERT's "one layer out of two"), or builds
    the same shape with random weights.
@@ -50,17 +51,17 @@ MASKED_SCORE = 0.0
 
 
 # ------------------------------------------------------------- checks
-def check_temperature(T) -> float:
-    if isinstance(T, bool) or not isinstance(T, (int, float)) or not math.isfinite(T) or T <= 0:
-        raise LightKDError(f"temperature must be a positive number (T=1 is the plain softmax; "
+def require_temperature(T, name: str = "temperature") -> float:
+    if isinstance(T, bool) or not isinstance(T, (int, float)) or not math.isfinite(T) or not 0 < T <= 1e4:
+        raise LightKDError(f"{name} must be a positive number up to 1e4 (1 is the plain softmax; "
                            f"Hinton et al. use 2-20), got {T!r}")
     return float(T)
 
 
-def check_alpha(alpha) -> float:
+def require_alpha(alpha, name: str = "alpha") -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise LightKDError(f"alpha is the weight of the soft-target loss and must lie in [0, 1] "
-                           f"(1 - alpha goes to the hard labels), got {alpha!r}")
+        raise LightKDError(f"{name} is the weight of the soft-target loss and must lie in [0, 1] "
+                           f"(1 - {name} goes to the hard labels), got {alpha!r}")
     return float(alpha)
 
 
@@ -74,7 +75,7 @@ def _check_logits(student_logits, teacher_logits):
 # ------------------------------------------------------- logit losses
 def softmax_t(logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
     """Softmax at temperature T: higher T spreads the mass over more classes."""
-    return F.softmax(logits.float() / check_temperature(T), dim=-1)
+    return F.softmax(logits.float() / require_temperature(T), dim=-1)
 
 
 def soft_target_loss(student_logits, teacher_logits, T: float = 1.0) -> torch.Tensor:
@@ -86,7 +87,7 @@ def soft_target_loss(student_logits, teacher_logits, T: float = 1.0) -> torch.Te
     so the gradient shrinks like 1/T^2. Multiplying by T^2 keeps the soft
     term's weight independent of T when it is mixed with the hard-label loss.
     """
-    T = check_temperature(T)
+    T = require_temperature(T)
     _check_logits(student_logits, teacher_logits)
     log_p_s = F.log_softmax(student_logits.float() / T, dim=-1)
     log_p_t = F.log_softmax(teacher_logits.float() / T, dim=-1)
@@ -96,7 +97,7 @@ def soft_target_loss(student_logits, teacher_logits, T: float = 1.0) -> torch.Te
 
 def kd_loss(student_logits, teacher_logits, labels, T: float = 2.0, alpha: float = 0.5) -> torch.Tensor:
     """Hinton's distillation loss: alpha * soft targets + (1 - alpha) * cross-entropy with the labels."""
-    alpha = check_alpha(alpha)
+    alpha = require_alpha(alpha)
     soft = soft_target_loss(student_logits, teacher_logits, T)
     hard = F.cross_entropy(student_logits.float(), labels)
     return alpha * soft + (1.0 - alpha) * hard
@@ -107,7 +108,7 @@ def soft_cross_entropy(student_logits, teacher_logits, T: float = 1.0) -> torch.
     -softmax(t/T) * log_softmax(s/T). No T^2 factor, and a mean over classes
     too, as in the official task_distill.py (it equals the cross-entropy
     divided by the number of classes)."""
-    T = check_temperature(T)
+    T = require_temperature(T)
     _check_logits(student_logits, teacher_logits)
     p_t = F.softmax(teacher_logits.float() / T, dim=-1)
     return (-p_t * F.log_softmax(student_logits.float() / T, dim=-1)).mean()
@@ -173,7 +174,8 @@ def _logit_loss(fn):
     return loss
 
 
-# name -> fn(student_feature, teacher_feature, mask=None, temperature=1.0)
+# The losses a Match can name; a Match may also carry any callable
+# fn(student_feature, teacher_feature, mask=None, temperature=1.0) itself.
 LOSSES = {
     "kl": _logit_loss(soft_target_loss),
     "soft_ce": _logit_loss(soft_cross_entropy),
@@ -181,13 +183,6 @@ LOSSES = {
     "cosine": cosine_loss,
     "attention_kl": attention_kl_loss,
 }
-
-
-def register_loss(name: str, fn) -> None:
-    """Add a loss later chapters need (``fn(student, teacher, mask=None, temperature=1.0)``)."""
-    if not callable(fn):
-        raise LightKDError(f"loss {name!r} must be callable")
-    LOSSES[name] = fn
 
 
 # ------------------------------------------------------ feature capture
@@ -377,19 +372,20 @@ DEFAULT_LOSS = {"logits": "kl", "hidden": "mse", "embeddings": "mse", "attention
                 "attention_scores": "mse"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Match:
-    """One distillation term, as data: the teacher's ``feature`` at layer
-    ``teacher`` should match the student's at layer ``student`` under loss
-    ``loss``, weighted by ``weight``. ``projection`` maps the student's
-    feature to the teacher's width: an ``nn.Module`` (share one module
-    across matches for TinyBERT's single W_h), ``"linear"`` to make one from
-    the models' hidden sizes, or None. ``temperature`` overrides the
-    DistillationLoss's for logit losses."""
+    """One distillation term, as immutable data: the teacher's ``feature`` at
+    layer ``teacher`` should match the student's at layer ``student`` under
+    ``loss`` (a name from ``LOSSES`` or a callable), weighted by ``weight``.
+    ``projection`` maps the student's feature to the teacher's width: an
+    ``nn.Module`` (share one module across matches for TinyBERT's single
+    W_h), ``"linear"`` to have ``DistillationLoss`` make one from the models'
+    hidden sizes, or None. ``temperature`` overrides the DistillationLoss's
+    for logit losses."""
     teacher: int | str | None = None
     student: int | str | None = None
     feature: str = "hidden"
-    loss: str | None = None
+    loss: str | object | None = None
     weight: float = 1.0
     projection: nn.Module | str | None = None
     temperature: float | None = None
@@ -397,20 +393,34 @@ class Match:
     def __post_init__(self):
         if self.feature not in FEATURES:
             raise LightKDError(f"unknown feature {self.feature!r}; choose one of {', '.join(FEATURES)}")
-        self.loss = self.loss or DEFAULT_LOSS[self.feature]
-        if self.loss not in LOSSES:
+        if self.loss is None:
+            object.__setattr__(self, "loss", DEFAULT_LOSS[self.feature])
+        if not callable(self.loss) and self.loss not in LOSSES:
             raise LightKDError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)} "
-                               "or add one with register_loss")
-        if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight) or self.weight < 0:
+                               "or pass the loss function itself")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or \
+                not math.isfinite(self.weight) or self.weight < 0:
             raise LightKDError(f"a match's weight must be a number >= 0, got {self.weight!r}")
+        if self.projection is not None and self.projection != "linear" and not isinstance(self.projection, nn.Module):
+            raise LightKDError(f"projection must be an nn.Module, 'linear' or None, got {self.projection!r}")
         if self.temperature is not None:
-            check_temperature(self.temperature)
+            require_temperature(self.temperature)
+
+    @property
+    def loss_fn(self):
+        return self.loss if callable(self.loss) else LOSSES[self.loss]
+
+    @property
+    def loss_name(self) -> str:
+        if isinstance(self.loss, str):
+            return self.loss
+        return getattr(self.loss, "__name__", "loss").removesuffix("_loss") or "loss"
 
     @property
     def name(self) -> str:
         if self.feature in ("logits", "embeddings"):
-            return f"{self.loss}:{self.feature}"
-        return f"{self.loss}:{self.feature}[{self.teacher}->{self.student}]"
+            return f"{self.loss_name}:{self.feature}"
+        return f"{self.loss_name}:{self.feature}[{self.teacher}->{self.student}]"
 
 
 def _config_value(model, *names):
@@ -422,7 +432,7 @@ def _config_value(model, *names):
     return None
 
 
-def check_compatible(teacher, student) -> None:
+def require_compatible(teacher, student) -> None:
     """Teacher and student (models or configs) must share the vocabulary and the label set."""
     for what, names in (("vocabulary size", ("vocab_size",)), ("number of labels", ("num_labels",))):
         t, s = _config_value(teacher, *names), _config_value(student, *names)
@@ -430,6 +440,39 @@ def check_compatible(teacher, student) -> None:
             raise LightKDError(f"teacher and student differ in {what} ({t} vs {s}): distillation compares "
                                f"them token by token and label by label, so build the student from the "
                                f"teacher's config (student_from_teacher) or use the teacher's tokenizer")
+
+
+class LiveTeacher:
+    """A teacher model run on every batch, in eval mode, without gradients.
+
+    The teacher protocol ``DistillationLoss`` speaks, shared with
+    ``TeacherCache``: ``config``, ``resolve(feature, layer)`` (a checked,
+    non-negative layer) and ``features(batch, keys)``. The model's own
+    ``requires_grad`` flags are left as they are: no gradient reaches it
+    because it runs under ``torch.no_grad``.
+    """
+
+    def __init__(self, model: nn.Module):
+        if not isinstance(model, nn.Module):
+            raise LightKDError(f"teacher must be a model (nn.Module) or a TeacherCache, got {type(model).__name__}")
+        self.model, self.config = model, getattr(model, "config", None)
+
+    def resolve(self, feature: str, layer):
+        return normalize_layer(self.model, feature, layer, "teacher")
+
+    def features(self, batch, keys) -> dict:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return capture(self.model, batch, keys)
+        finally:
+            self.model.train(was_training)
+
+
+def as_teacher(teacher):
+    """A model or a TeacherCache, as the teacher protocol."""
+    return teacher if isinstance(teacher, (TeacherCache, LiveTeacher)) else LiveTeacher(teacher)
 
 
 class TeacherCache:
@@ -448,14 +491,14 @@ class TeacherCache:
         self.config = getattr(teacher, "config", None)
         self.teacher_layers = num_layers(teacher) if not all(
             f in ("logits", "embeddings") or isinstance(l, str) for f, l in features) else None
-        self.features = [(f, normalize_layer(teacher, f, l, "teacher")) for f, l in features]
-        self.features = list(dict.fromkeys(self.features + [("logits", None)]))
-        self.store: dict = {key: {} for key in self.features}
+        self.keys = [(f, normalize_layer(teacher, f, l, "teacher")) for f, l in features]
+        self.keys = list(dict.fromkeys(self.keys + [("logits", None)]))
+        self.store: dict = {key: {} for key in self.keys}
         teacher.eval()
         device = model_device(teacher)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for batch in batches:
-                feats = capture(teacher, batch, self.features)
+                feats = capture(teacher, batch, self.keys)
                 lengths = batch["attention_mask"].sum(-1).tolist() if "attention_mask" in batch else None
                 for key, value in feats.items():
                     dims = self.SEQ_DIMS.get(key[0], (0,)) if lengths is not None else ()
@@ -467,6 +510,26 @@ class TeacherCache:
 
     def __len__(self):
         return len(self.store[("logits", None)])
+
+    def resolve(self, feature: str, layer):
+        """The stored key for a teacher layer (negative indices count from the end)."""
+        if isinstance(layer, str) or feature in ("logits", "embeddings"):
+            key = (feature, None if feature in ("logits", "embeddings") and not isinstance(layer, str) else layer)
+        else:
+            n = self.teacher_layers
+            if n is None:
+                raise LightKDError(f"the teacher cache has no layer features, so {feature} layer {layer} cannot be "
+                                   "looked up; add it to the cache's features")
+            count = n + 1 if feature == "hidden" else n
+            if isinstance(layer, bool) or not isinstance(layer, int) or not -count <= layer < count:
+                raise LightKDError(f"the teacher has {n} layers, so {feature} layer {layer} does not exist")
+            key = (feature, layer % count)
+        if key not in self.store:
+            raise LightKDError(f"the teacher cache lacks {key}; it holds {list(self.store)}")
+        return key[1]
+
+    def features(self, batch, keys) -> dict:
+        return self.lookup(batch, keys)
 
     def lookup(self, batch, keys) -> dict:
         width = batch["attention_mask"].shape[1] if "attention_mask" in batch else None
@@ -495,70 +558,46 @@ class DistillationLoss(nn.Module):
 
         loss = hard_weight * CE(student logits, labels) + sum_m weight_m * loss_m
 
-    ``teacher`` is a model (run under no_grad on every batch) or a
-    ``TeacherCache``. ``temperature`` applies to the logit losses ("kl",
-    "soft_ce"). Projections are sub-modules of this loss: give
-    ``list(student.parameters()) + list(loss.parameters())`` to the optimizer.
+    ``teacher`` is a model (run in eval mode under no_grad on every batch,
+    its parameters untouched) or a ``TeacherCache``: both speak the teacher
+    protocol (``LiveTeacher``). ``temperature`` applies to the logit losses
+    ("kl", "soft_ce"). Projections are sub-modules of this loss (the matches
+    stay as given): give ``list(student.parameters()) + list(loss.parameters())``
+    to the optimizer.
     """
 
     def __init__(self, teacher, student, matches, *, temperature: float = 1.0, hard_weight: float = 0.0):
         super().__init__()
-        self.temperature = check_temperature(temperature)
-        if not isinstance(hard_weight, (int, float)) or hard_weight < 0:
-            raise LightKDError(f"hard_weight must be a number >= 0, got {hard_weight!r}")
+        self.temperature = require_temperature(temperature)
+        if isinstance(hard_weight, bool) or not isinstance(hard_weight, (int, float)) or \
+                not math.isfinite(hard_weight) or hard_weight < 0:
+            raise LightKDError(f"hard_weight must be a finite number >= 0, got {hard_weight!r}")
         self.hard_weight = float(hard_weight)
-        self.__dict__["teacher"] = teacher  # not a sub-module: its weights are not trained or saved with the loss
-        self.matches = list(matches)
+        # Not a sub-module: the teacher's weights are not trained or saved with the loss.
+        self.__dict__["teacher"] = as_teacher(teacher)
+        self.matches = tuple(matches)
         if not self.matches and self.hard_weight == 0:
             raise LightKDError("no matches and hard_weight=0: there is nothing to learn from")
         for m in self.matches:
             if not isinstance(m, Match):
                 raise LightKDError(f"matches must be Match objects, got {type(m).__name__}")
-        is_cache = isinstance(teacher, TeacherCache)
-        if is_cache:
-            check_compatible(teacher.config, student)
-        else:
-            check_compatible(teacher, student)
-            teacher.eval()
-            for p in teacher.parameters():
-                p.requires_grad_(False)
-        self.teacher_keys, self.student_keys = [], []
-        projections = []
-        for m in self.matches:
-            t_layer = (m.teacher if isinstance(m.teacher, str) or m.feature in ("logits", "embeddings")
-                       else self._teacher_layer(m)) if is_cache else normalize_layer(teacher, m.feature, m.teacher,
-                                                                                     "teacher")
-            self.teacher_keys.append((m.feature, t_layer))
-            self.student_keys.append((m.feature, normalize_layer(student, m.feature, m.student, "student")))
-            if m.projection == "linear":
-                t_dim = _config_value(teacher, "hidden_size", "dim")
-                s_dim = _config_value(student, "hidden_size", "dim")
-                if t_dim is None or s_dim is None:
-                    raise LightKDError("projection='linear' needs hidden_size in both configs; pass an nn.Module")
-                m.projection = nn.Linear(s_dim, t_dim)
-            elif m.projection is not None and not isinstance(m.projection, nn.Module):
-                raise LightKDError(f"projection must be an nn.Module, 'linear' or None, got {m.projection!r}")
-            projections.append(m.projection if m.projection is not None else nn.Identity())
-        self.projections = nn.ModuleList(projections)
-        if is_cache:
-            missing = [k for k in self.teacher_keys if k not in teacher.store]
-            if missing:
-                raise LightKDError(f"the teacher cache lacks {missing}; it holds {list(teacher.store)}")
+        require_compatible(self.teacher.config, student)
+        self.teacher_keys = [(m.feature, self.teacher.resolve(m.feature, m.teacher)) for m in self.matches]
+        self.student_keys = [(m.feature, normalize_layer(student, m.feature, m.student, "student"))
+                             for m in self.matches]
+        self.projections = nn.ModuleList(self._projection(m, student) for m in self.matches)
 
-    def _teacher_layer(self, m):
-        n = self.teacher.teacher_layers
-        if n is None:
-            raise LightKDError(f"the teacher cache has no layer features, so {m.name} cannot be looked up")
-        count = n + 1 if m.feature == "hidden" else n
-        if not isinstance(m.teacher, int) or not -count <= m.teacher < count:
-            raise LightKDError(f"the teacher has {n} layers, so {m.feature} layer {m.teacher} does not exist")
-        return m.teacher % count
+    def _projection(self, m: Match, student) -> nn.Module:
+        if m.projection == "linear":
+            t_dim = _config_value(self.teacher.config, "hidden_size", "dim")
+            s_dim = _config_value(student, "hidden_size", "dim")
+            if t_dim is None or s_dim is None:
+                raise LightKDError("projection='linear' needs hidden_size in both configs; pass an nn.Module")
+            return nn.Linear(s_dim, t_dim)
+        return m.projection if m.projection is not None else nn.Identity()
 
     def teacher_features(self, batch) -> dict:
-        if isinstance(self.teacher, TeacherCache):
-            return self.teacher.lookup(batch, self.teacher_keys)
-        with torch.no_grad():
-            return capture(self.teacher, batch, self.teacher_keys)
+        return self.teacher.features(batch, self.teacher_keys)
 
     def forward(self, student, batch):
         s_feats = capture(student, batch, self.student_keys)
@@ -586,7 +625,7 @@ class DistillationLoss(nn.Module):
                 _check_logits(s, t)
             if m.feature == "logits" and tokens is not None:
                 s, t = s[tokens], t[tokens]
-            term = LOSSES[m.loss](s, t, mask=mask, temperature=m.temperature or self.temperature)
+            term = m.loss_fn(s, t, mask=mask, temperature=m.temperature or self.temperature)
             total = total + m.weight * term
             logs[m.name] = term.item()
         logs["loss"] = float(total.detach()) if isinstance(total, torch.Tensor) else float(total)
@@ -596,7 +635,7 @@ class DistillationLoss(nn.Module):
 def kd_matches(alpha: float = 0.5, cosine_weight: float = 0.0) -> tuple[list[Match], float]:
     """Hinton's KD (and DistilBERT's cosine term) as matches: returns (matches, hard_weight)
     for ``DistillationLoss(teacher, student, matches, temperature=T, hard_weight=hard_weight)``."""
-    alpha = check_alpha(alpha)
+    alpha = require_alpha(alpha)
     matches = [Match(feature="logits", loss="kl", weight=alpha)] if alpha > 0 else []
     if cosine_weight:
         matches.append(Match(-1, -1, "hidden", "cosine", weight=cosine_weight))

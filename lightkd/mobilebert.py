@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from . import distill
 from .common import LightKDError
+from .models import ModelOutput
 from .exercises import check_function
 from .train import fit
 
@@ -279,14 +280,7 @@ class _Encoder(nn.Module):
         self.layer = nn.ModuleList([MobileBertBlock(config) for _ in range(config.num_hidden_layers)])
 
 
-@dataclass
-class Output:
-    """What the model returns, shaped like transformers' outputs so that
-    ``lightkd.distill.capture`` and ``train.fit`` read it unchanged."""
-    logits: torch.Tensor
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
-    last_hidden_state: torch.Tensor | None = None
+Output = ModelOutput  # the core's output protocol (lightkd.models)
 
 
 class MobileBert(nn.Module):
@@ -476,12 +470,6 @@ def grouped_attention_kl(student, teacher, mask=None, **_) -> torch.Tensor:
     return distill.attention_kl_loss(student, group_heads(teacher, student.shape[1]), mask)
 
 
-distill.register_loss("feature_map", feature_map_loss)
-distill.register_loss("mean_gap", mean_gap_loss)
-distill.register_loss("variance_gap", variance_gap_loss)
-distill.register_loss("attention_kl_grouped", grouped_attention_kl)
-
-
 @dataclass
 class TransferWeights:
     """Loss weights of layer-wise transfer. The official code: feature map x100
@@ -517,20 +505,20 @@ def transfer_matches(teacher, student, layer: int | None = None,
     if w.attention and t_heads != s_heads and t_heads % s_heads:
         raise LightKDError(f"attention transfer compares heads: the teacher's {t_heads} heads cannot be grouped "
                            f"into the student's {s_heads}")
-    attn_loss = "attention_kl" if t_heads == s_heads else "attention_kl_grouped"
+    attn_loss = "attention_kl" if t_heads == s_heads else grouped_attention_kl
     layers = range(1, L + 1) if layer is None else [layer]
     matches = []
     for l in layers:
         if not 1 <= l <= L:
             raise LightKDError(f"the student has layers 1..{L}, not {l}")
         if w.feature_map:
-            matches.append(distill.Match(l, l, "hidden", "feature_map", weight=w.feature_map / L))
+            matches.append(distill.Match(l, l, "hidden", feature_map_loss, weight=w.feature_map / L))
         if w.attention:
             matches.append(distill.Match(l - 1, l - 1, "attention", attn_loss, weight=w.attention))
         if w.mean:
-            matches.append(distill.Match(l, l, "hidden", "mean_gap", weight=w.mean / L))
+            matches.append(distill.Match(l, l, "hidden", mean_gap_loss, weight=w.mean / L))
         if w.variance:
-            matches.append(distill.Match(l, l, "hidden", "variance_gap", weight=w.variance / L))
+            matches.append(distill.Match(l, l, "hidden", variance_gap_loss, weight=w.variance / L))
     return matches
 
 

@@ -55,7 +55,7 @@ class ModelOutput:
 
 
 # ------------------------------------------------------------------ patches
-def check_patch_size(image_size: int, patch_size: int) -> int:
+def require_patch_size(image_size: int, patch_size: int) -> int:
     """The number of patches along one side; a clear error when it does not divide."""
     if not isinstance(patch_size, int) or patch_size < 1:
         raise LightKDError(f"patch_size must be a positive integer, got {patch_size!r}")
@@ -74,7 +74,7 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     if images.ndim != 4:
         raise LightKDError(f"images must be (batch, channels, height, width), got shape {tuple(images.shape)}")
     b, c, h, w = images.shape
-    gh, gw = check_patch_size(h, patch_size), check_patch_size(w, patch_size)
+    gh, gw = require_patch_size(h, patch_size), require_patch_size(w, patch_size)
     x = images.reshape(b, c, gh, patch_size, gw, patch_size)
     x = x.permute(0, 2, 4, 1, 3, 5)  # B, gh, gw, C, p, p
     return x.reshape(b, gh * gw, c * patch_size * patch_size)
@@ -111,7 +111,7 @@ class ViTConfig:
     pixel_std: float = 0.3530
 
     def __post_init__(self):
-        check_patch_size(self.image_size, self.patch_size)
+        require_patch_size(self.image_size, self.patch_size)
         for name in ("in_channels", "num_classes", "dim", "depth", "heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -39,7 +39,7 @@ STRATEGIES = ("top", "bottom", "alternate")
 
 
 # ------------------------------------------------------------ 1. magnitude masks
-def check_sparsity(sparsity) -> float:
+def require_sparsity(sparsity) -> float:
     """Sparsity is the fraction of weights set to zero: 0 keeps all, 1 would keep none."""
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise LightKDError(f"sparsity must be a number in [0, 1) (0.5 = half the weights zero), got {sparsity!r}")
@@ -48,7 +48,7 @@ def check_sparsity(sparsity) -> float:
 
 def n_to_prune(numel: int, sparsity: float) -> int:
     # round(), as torch.nn.utils.prune does, so the two agree weight for weight
-    return int(round(check_sparsity(sparsity) * numel))
+    return int(round(require_sparsity(sparsity) * numel))
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -85,13 +85,13 @@ def prunable_linears(model: nn.Module, within: str = "encoder") -> list[str]:
 
 def layerwise_magnitude_masks(model: nn.Module, names: list[str], sparsity: float) -> dict:
     """The same sparsity in every matrix."""
-    check_sparsity(sparsity)
+    require_sparsity(sparsity)
     return {n: magnitude_mask(module_weight(model, n), sparsity) for n in names}
 
 
 def global_magnitude_masks(model: nn.Module, names: list[str], sparsity: float) -> dict:
     """One |w| threshold across all the matrices: layers with many small weights lose more."""
-    check_sparsity(sparsity)
+    require_sparsity(sparsity)
     weights = [module_weight(model, n).detach() for n in names]
     flat = torch.cat([w.abs().flatten() for w in weights])
     keep = torch.ones(flat.numel(), dtype=torch.bool)
@@ -172,7 +172,7 @@ def fine_tune_masked(model, masks: dict, train_batches, *, steps: int, lr: float
 def gradual_sparsity(step: int, final: float, ramp_steps: int) -> float:
     """Zhu and Gupta's cubic schedule: s_t = s_f (1 - (1 - t / n)^3). Prunes fast
     while there are many redundant weights, slowly near the end."""
-    check_sparsity(final)
+    require_sparsity(final)
     if not isinstance(ramp_steps, int) or ramp_steps < 1:
         raise LightKDError(f"ramp_steps must be a positive integer, got {ramp_steps!r}")
     t = min(max(step, 0), ramp_steps) / ramp_steps
@@ -185,7 +185,7 @@ class GradualPruning:
     pruned because they are zero, the smallest |w|); re-apply them after every step."""
 
     def __init__(self, model: nn.Module, final: float, ramp_steps: int, every: int = 5, scope: str = "global"):
-        self.final, self.ramp_steps, self.every, self.scope = check_sparsity(final), ramp_steps, every, scope
+        self.final, self.ramp_steps, self.every, self.scope = require_sparsity(final), ramp_steps, every, scope
         gradual_sparsity(0, final, ramp_steps)  # validates
         self.masks = magnitude_masks(model, 0.0, scope)
         self.history = []  # (step, sparsity)
@@ -286,7 +286,7 @@ def head_grid(model: nn.Module) -> tuple[int, int]:
     return len(encoder_layers(model)), model.config.num_attention_heads
 
 
-def check_importance(model: nn.Module, importance: torch.Tensor) -> torch.Tensor:
+def require_importance(model: nn.Module, importance: torch.Tensor) -> torch.Tensor:
     expected = head_grid(model)
     if not isinstance(importance, torch.Tensor) or tuple(importance.shape) != expected:
         got = tuple(importance.shape) if isinstance(importance, torch.Tensor) else type(importance).__name__
@@ -300,7 +300,7 @@ def head_gates(model: nn.Module, gates: torch.Tensor):
 
     A gate of 1 changes nothing; 0 silences the head (what removing it does);
     its gradient is Michel et al.'s importance signal."""
-    check_importance(model, gates)
+    require_importance(model, gates)
     handles = []
     for i, layer in enumerate(encoder_layers(model)):
         attn = layer.attention.self
@@ -434,7 +434,7 @@ def remove_ffn_neurons(model: nn.Module, fraction: float, scores: list[torch.Ten
     """Cut the least important ``fraction`` of each layer's FFN neurons out of
     both FFN matrices. In place; the model really shrinks."""
     from transformers.pytorch_utils import prune_linear_layer
-    check_sparsity(fraction)
+    require_sparsity(fraction)
     layers = encoder_layers(model)
     scores = scores or ffn_neuron_importance(model)
     if len(scores) != len(layers):

@@ -152,7 +152,7 @@ def tinybert_matches(g, stage: str, w_h=None, *, attention: bool = True, hidden:
     return matches
 
 
-def check_heads(teacher, student) -> None:
+def require_heads(teacher, student) -> None:
     t, s = teacher.config.num_attention_heads, student.config.num_attention_heads
     if t != s:
         raise LightKDError(f"the teacher has {t} heads and the student {s}: the attention loss compares "
@@ -168,7 +168,7 @@ def distillation_loss(teacher, student, g, stage: str, w_h=None, *, attention: b
     layer_map(g[1:], n_teacher, student.config.num_hidden_layers)  # validates the map against both
     if stage != "prediction":
         if attention:
-            check_heads(teacher, student)
+            require_heads(teacher, student)
         if hidden and w_h is None:
             raise LightKDError("the hidden loss needs W_h (make_projection): the student is narrower")
     matches = tinybert_matches(g, stage, w_h, attention=attention, hidden=hidden, temperature=temperature)
@@ -325,7 +325,7 @@ def general_distillation(teacher, tokenizer, texts, *, layers: int = 3, hidden: 
     seed = default_seed() if seed is None else seed
     config = student_config(teacher, layers, hidden, intermediate=intermediate)
     g = layer_map(map_kind, teacher.config.num_hidden_layers, layers)
-    spec = {"teacher": getattr(teacher, "lightkd_cache", type(teacher).__name__), "texts": len(texts),
+    spec = {"teacher": zoo.model_identity(teacher), "texts": len(texts),
             "first": texts[0] if texts else "", "shape": [layers, hidden, intermediate], "map": g, "steps": steps,
             "batch_size": batch_size, "max_length": max_length, "lr": lr, "seed": seed, "init": init,
             "version": VERSION}
@@ -390,7 +390,7 @@ def is_replaceable(word: str) -> bool:
     return word.isalpha() and word not in STOPWORDS
 
 
-def check_augmentation_args(p, k, copies) -> None:
+def require_augmentation_args(p, k, copies) -> None:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
         raise LightKDError(f"p is the probability of replacing a word and must lie in [0, 1] "
                            f"(TinyBERT uses 0.4), got {p!r}")
@@ -441,7 +441,7 @@ class Augmenter:
 
     def __init__(self, tokenizer, words, vectors, *, p: float = 0.4, k: int = 15, copies: int = 20,
                  mlm=None, mlm_tokenizer=None):
-        check_augmentation_args(p, k, copies)
+        require_augmentation_args(p, k, copies)
         self.tokenizer, self.p, self.k, self.copies = tokenizer, float(p), k, copies
         self.glove = GloveNeighbours(words, vectors, k)
         self.mlm, self.mlm_tokenizer = mlm, mlm_tokenizer or tokenizer
@@ -505,7 +505,7 @@ def augmented_split(split: TextSplit, tokenizer, *, p: float = 0.4, k: int = 15,
                     verbose: bool = True) -> tuple[TextSplit, list[int]]:
     """``Augmenter(...).augment_split(split)`` with GloVe candidates, cached in the lightkd cache."""
     from .data import load_word_vectors
-    check_augmentation_args(p, k, copies)
+    require_augmentation_args(p, k, copies)
     seed = default_seed() if seed is None else seed
     spec = {"texts": split.texts, "labels": split.labels, "p": p, "k": k, "copies": copies, "seed": seed,
             "vectors": vectors, "max_words": max_words, "tokenizer": getattr(tokenizer, "name_or_path", ""),

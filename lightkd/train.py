@@ -171,8 +171,11 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
     bar = _progress(range(total), total, "training", progress)
     bar_iter = iter(bar)
     running = {}
-    done = False
+    done, epoch = False, 0
     while not done:
+        if hasattr(train_batches, "set_epoch"):  # the data order of epoch e is fixed, whatever ran before
+            train_batches.set_epoch(epoch)
+        epoch += 1
         for batch in train_batches:
             model.train()
             batch = to_device(batch, device)

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .common import LightKDError
-from .distill import check_alpha, check_temperature, soft_target_loss
+from .common import LightKDError, require_positive_int
+from .distill import require_alpha, require_temperature, soft_target_loss
 from .exercises import check_function
 from .models import (Attention, Block, ModelOutput, SmallCNN, ViTConfig, ViTOutput, VisionTransformer,  # noqa: F401
-                     attention_rollout, check_patch_size, masked_softmax, patchify, to_transformers, unpatchify)
+                     attention_rollout, require_patch_size, masked_softmax, patchify, to_transformers, unpatchify)
 from .train import logits_of
 
 # ------------------------------------------------------------- augmentation
@@ -89,6 +89,10 @@ class AugmentedBatches:
 
     def __len__(self) -> int:
         return (len(self.split) + self.batch_size - 1) // self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Which epoch the next pass is (``train.fit`` sets it; see ``data.TextBatches``)."""
+        self.epoch = require_positive_int("epoch", epoch, minimum=0)
 
     def __iter__(self):
         epoch, n = self.epoch, len(self.split)
@@ -163,6 +167,7 @@ def soft_distillation_loss(student_logits, teacher_logits, tau: float = 1.0, red
     what DeiT's losses.py does (its issue 61): the same gradient direction,
     num_classes times weaker.
     """
+    require_temperature(tau, "tau")
     kl = soft_target_loss(student_logits, teacher_logits, tau)  # summed over classes, mean over the batch
     if reduction == "batchmean":
         return kl
@@ -189,7 +194,7 @@ def deit_loss(cls_logits, labels, dist_logits=None, teacher_logits=None, kind: s
     comes as ``teacher_logits`` or, rebuilt from a TinyViT store, as
     ``teacher_probs`` (probabilities at tau = 1).
     """
-    alpha = check_alpha(alpha)
+    alpha = require_alpha(alpha)
     if kind not in DISTILLATION_KINDS:
         raise LightKDError(f"kind must be one of {DISTILLATION_KINDS}, got {kind!r}")
     ce = F.cross_entropy(cls_logits.float(), labels)
@@ -199,7 +204,7 @@ def deit_loss(cls_logits, labels, dist_logits=None, teacher_logits=None, kind: s
         raise LightKDError(f"{kind} distillation needs dist_logits and exactly one of teacher_logits, teacher_probs")
     if teacher_probs is not None:  # stored top-k: KL(p || q) at tau = 1, or CE on the stored argmax
         if kind == "soft":
-            if check_temperature(tau) != 1.0:
+            if require_temperature(tau, "tau") != 1.0:
                 raise LightKDError(f"stored probabilities are at tau = 1; soft distillation from them needs tau=1, got {tau}")
             log_q = F.log_softmax(dist_logits.float(), -1)
             kl = (teacher_probs * (teacher_probs.clamp_min(1e-12).log() - log_q)).sum()
@@ -222,7 +227,7 @@ def deit_loss_fn(teacher=None, kind: str = "hard", alpha: float = 0.5, tau: floa
     dense ``teacher_logits``, or ``teacher`` run online on the same augmented
     images, in eval mode, without gradients (DeiT).
     """
-    check_alpha(alpha), check_temperature(tau)
+    require_alpha(alpha), require_temperature(tau, "tau")
     if kind not in DISTILLATION_KINDS:
         raise LightKDError(f"kind must be one of {DISTILLATION_KINDS}, got {kind!r}")
     if teacher is not None:
@@ -267,7 +272,7 @@ def evaluate_heads(model, batches) -> dict:
 
 
 # ------------------------------------------------------ TinyViT's stored logits
-def check_k(k: int, num_classes: int) -> int:
+def require_k(k: int, num_classes: int) -> int:
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= num_classes:
         raise LightKDError(f"k (how many teacher probabilities to keep) must be an integer from 1 to "
                            f"the number of classes {num_classes}, got {k!r}")
@@ -277,7 +282,7 @@ def check_k(k: int, num_classes: int) -> int:
 def topk_probs(logits: torch.Tensor, k: int):
     """The teacher's k largest probabilities and their class indices (TinyViT
     stores probabilities, not logits: float16 values, int16 indices)."""
-    check_k(k, logits.shape[-1])
+    require_k(k, logits.shape[-1])
     values, indices = logits.float().softmax(-1).topk(k, dim=-1)
     return values.to(torch.float16), indices.to(torch.int16)
 
@@ -286,7 +291,7 @@ def sparse_soft_labels(values: torch.Tensor, indices: torch.Tensor, num_classes:
     """Rebuild a full distribution from top-k: the stored probabilities where
     they were, the remaining mass spread evenly over the other classes."""
     k = values.shape[-1]
-    check_k(k, num_classes)
+    require_k(k, num_classes)
     values = values.float()
     rest = (1.0 - values.sum(-1, keepdim=True)).clamp(min=0.0) / max(num_classes - k, 1)
     labels = rest.expand(*values.shape[:-1], num_classes).clone()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from .common import LightKDError, SourceMissing, atomic_dir, cache_dir, default_seed, locked, registry_package, set_seed
@@ -111,6 +112,44 @@ def spec_hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def model_identity(model) -> str:
+    """The one name a model goes by in other cache keys: the name of its cache
+    entry when it came from ``cached`` (a hash of everything that made it),
+    else its hub name or path, else its class. Never a machine path."""
+    folder = getattr(model, "lightkd_cache", None)
+    if folder:
+        return Path(folder).name
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    return Path(name).name if os.path.isabs(name) else (name or type(model).__name__)
+
+
+def _unique_state(model) -> tuple[dict, dict]:
+    """The state dict with tied tensors stored once: (tensors, {alias: stored name})."""
+    tensors, aliases, seen = {}, {}, {}
+    for name, value in model.state_dict(keep_vars=False).items():
+        key = (value.data_ptr(), value.dtype, tuple(value.shape), value.stride()) if value.numel() else None
+        if key is not None and key in seen:
+            aliases[name] = seen[key]
+            continue
+        if key is not None:
+            seen[key] = name
+        tensors[name] = value.detach().contiguous().clone()
+    return tensors, aliases
+
+
+def _read_entry(folder: Path):
+    """(tensors, meta) of a cache entry, or None when it is missing or damaged."""
+    weights, meta_file = folder / "model.safetensors", folder / "spec.json"
+    if not (weights.exists() and meta_file.exists()):
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+        tensors = load_file(str(weights))
+    except Exception:  # truncated or corrupted: safetensors and json raise many kinds
+        return None
+    return tensors, meta
+
+
 def cached(kind: str, spec: dict, make, train, *, verbose: bool = True):
     """``make()`` a module, ``train(model)`` it once, cache its weights.
 
@@ -118,30 +157,106 @@ def cached(kind: str, spec: dict, make, train, *, verbose: bool = True):
     data, recipe, seed, version of the recipe code): its hash names the
     cache entry. ``train`` may return a dict of facts worth keeping (dev
     accuracy, seconds); it is stored beside the weights and returned as
-    ``model.lightkd_info``.
+    ``model.lightkd_info``. Tied weights (shared layers) are stored once. A
+    damaged entry (a truncated file) is rebuilt, not loaded.
     """
     folder = cache_dir("models") / f"{kind}-{spec_hash(spec)}"
-    weights = folder / "model.safetensors"
     with locked(folder):
-        if not weights.exists():
+        entry = _read_entry(folder)
+        if entry is None:
             model = make()
             start = time.perf_counter()
             info = dict(train(model) or {})
             info["train_seconds"] = round(time.perf_counter() - start, 1)
-            with atomic_dir(folder) as tmp:
-                state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-                save_file(state, str(tmp / "model.safetensors"))
-                (tmp / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec, "info": info},
-                                                          indent=1, default=str))
+            tensors, aliases = _unique_state(model)
+            try:
+                with atomic_dir(folder) as tmp:
+                    save_file(tensors, str(tmp / "model.safetensors"))
+                    (tmp / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec, "info": info,
+                                                               "tied": aliases}, indent=1, default=str))
+            except OSError as e:
+                raise LightKDError(f"cannot write the cache entry for {kind} ({e.strerror}); point LIGHTKD_CACHE "
+                                   "at a writable folder with free space") from None
+            entry = _read_entry(folder)
             if verbose:
-                print(f"trained {kind} and cached it in {folder}")
+                print(f"trained {kind} and cached it")
         elif verbose:
-            print(f"loaded {kind} from the cache ({folder})")
+            print(f"loaded {kind} from the cache")
+    tensors, meta = entry
+    for alias, name in meta.get("tied", {}).items():
+        tensors[alias] = tensors[name]
     model = make()
-    model.load_state_dict(load_file(str(weights)), strict=True)
-    model.lightkd_info = json.loads((folder / "spec.json").read_text())["info"]
+    model.load_state_dict(tensors, strict=True)
+    model.lightkd_info = meta["info"]
     model.lightkd_cache = str(folder)
     return model.eval()
+
+
+class _Artefact(nn.Module):
+    """A holder that lets ``cached`` store named tensors that are not a model."""
+
+    def __init__(self, shapes: dict, dtypes: dict):
+        super().__init__()
+        for name, shape in shapes.items():
+            self.register_buffer(name, torch.zeros(shape, dtype=getattr(torch, dtypes[name])))
+
+
+def cached_tensors(kind: str, spec: dict, compute, *, verbose: bool = False) -> tuple[dict, dict]:
+    """Compute a dict of tensors once (teacher logits, visual features, ...)
+    and cache it like a model. ``compute()`` returns ``(tensors, info)``.
+    Returns the same pair, read back from the cache."""
+    result = {}
+
+    def make():
+        if "tensors" not in result:  # the first make() of a fresh entry computes; later ones only shape
+            folder = cache_dir("models") / f"{kind}-{spec_hash(spec)}"
+            entry = _read_entry(folder)
+            if entry is None:
+                tensors, info = compute()
+                for name, t in tensors.items():
+                    if not isinstance(t, torch.Tensor) or not name.isidentifier():
+                        raise LightKDError(f"cached_tensors: {name!r} must be a tensor with a plain name")
+                result.update(tensors=tensors, info=dict(info or {}))
+            else:
+                result.update(tensors=entry[0], info=entry[1]["info"])
+        shapes = {k: tuple(v.shape) for k, v in result["tensors"].items()}
+        dtypes = {k: str(v.dtype).replace("torch.", "") for k, v in result["tensors"].items()}
+        return _Artefact(shapes, dtypes)
+
+    def fill(holder):
+        for name, t in result["tensors"].items():
+            getattr(holder, name).copy_(t)
+        return result["info"]
+
+    holder = cached(kind, spec, make, fill, verbose=verbose)
+    return {k: v for k, v in holder.named_buffers()}, dict(holder.lightkd_info)
+
+
+def cached_fit(kind: str, spec: dict, make, train_batches, dev_batches=None, *, seed: int | None = None,
+               verbose: bool = False, **fit_kwargs):
+    """The "spec + cached + fit" pattern in one call: build ``make()`` from
+    ``seed``, train it with ``train.fit(model, train_batches(), dev_batches(),
+    **fit_kwargs)`` once, cache it. ``train_batches`` / ``dev_batches`` are
+    functions that make fresh iterators (so a cached result never depends on
+    which run used an iterator first). The fit's settings join the spec.
+    ``model.lightkd_info`` holds the FitResult's steps, seconds and best dev
+    accuracy."""
+    from . import train as training
+    seed = default_seed() if seed is None else seed
+    settings = {k: (v.__name__ if callable(v) else v) for k, v in fit_kwargs.items()}
+    full_spec = {**spec, "seed": seed, "fit": settings}
+
+    def build():
+        set_seed(seed)
+        return make()
+
+    def fit(model):
+        result = training.fit(model, train_batches(), dev_batches() if dev_batches else None, seed=seed,
+                              **fit_kwargs)
+        return {"steps": result.steps, "fit_seconds": round(result.seconds, 2),
+                "best_dev_accuracy": result.best_dev_accuracy}
+
+    return cached(kind, full_spec, build, fit, verbose=verbose)
 
 
 @dataclass

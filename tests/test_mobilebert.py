@@ -200,7 +200,7 @@ def test_group_heads_is_sound():
 def test_transfer_matches_layout():
     teacher, student = tiny_teacher(), mb.MobileBert(tiny_config())
     matches = mb.transfer_matches(teacher, student, weights=mb.TransferWeights(mean=5000, variance=5))
-    fm = [m for m in matches if m.loss == "feature_map"]
+    fm = [m for m in matches if m.loss is mb.feature_map_loss]
     assert [(m.teacher, m.student) for m in fm] == [(1, 1), (2, 2), (3, 3)]  # embeddings skipped
     assert all(abs(m.weight - 100 / 3) < 1e-9 for m in fm)
     att = [m for m in matches if m.feature == "attention"]
@@ -216,7 +216,7 @@ def test_grouped_heads_used_when_teacher_has_more():
     teacher = tiny_teacher(heads=8)
     student = mb.MobileBert(tiny_config(num_attention_heads=4))
     matches = mb.transfer_matches(teacher, student)
-    assert {m.loss for m in matches if m.feature == "attention"} == {"attention_kl_grouped"}
+    assert {m.loss for m in matches if m.feature == "attention"} == {mb.grouped_attention_kl}
     value, _ = distill.DistillationLoss(teacher, student, matches)(student, tiny_batch())
     assert torch.isfinite(value)
 

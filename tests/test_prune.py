@@ -174,7 +174,7 @@ def test_bad_heads():
     fresh = tiny_bert(heads=4)
     for wrong in (torch.ones(3, 4), torch.ones(2, 4, 1), [[1.0] * 4] * 2):
         with pytest.raises(LightKDError, match="shape"):
-            prune.check_importance(fresh, wrong)
+            prune.require_importance(fresh, wrong)
         with pytest.raises(LightKDError, match="shape"):
             with prune.head_gates(fresh, wrong):
                 pass

@@ -45,7 +45,7 @@ def test_patch_size_must_divide_image(size, patch):
 @pytest.mark.parametrize("bad", [0, -7, 2.5])
 def test_patch_size_must_be_positive_integer(bad):
     with pytest.raises(LightKDError, match="patch_size"):
-        vit.check_patch_size(28, bad)
+        vit.require_patch_size(28, bad)
 
 
 def test_config_rejects_bad_shapes():

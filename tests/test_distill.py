@@ -11,23 +11,7 @@ from lightkd import train
 from lightkd.common import LightKDError
 
 
-def tiny_bert(layers=4, hidden=32, heads=4, vocab=100, labels=2, seed=0, attn="eager"):
-    from transformers import BertConfig, BertForSequenceClassification
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=labels,
-                        attn_implementation=attn)
-    return BertForSequenceClassification(config).eval()
-
-
-def tiny_batch(b=3, n=7, vocab=100, labels=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (b, n), generator=g)
-    mask = torch.ones(b, n, dtype=torch.long)
-    mask[0, n - 3:] = 0  # one padded sentence
-    ids[0, n - 3:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, labels, (b,), generator=g),
-            "index": torch.arange(b)}
+from conftest import make_tiny_batch as tiny_batch, make_tiny_bert as tiny_bert  # noqa: E402
 
 
 # ----------------------------------------------------------- logit losses

@@ -10,22 +10,7 @@ from lightkd import data, distill as D, tinybert as tb, train
 from lightkd.common import LightKDError, SourceMissing
 
 
-def tiny_bert(layers=4, hidden=32, heads=4, vocab=100, labels=2, seed=0):
-    from transformers import BertConfig, BertForSequenceClassification
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=labels)
-    return BertForSequenceClassification(config).eval()
-
-
-def tiny_batch(b=3, n=7, vocab=100, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (b, n), generator=g)
-    mask = torch.ones(b, n, dtype=torch.long)
-    mask[0, n - 3:] = 0
-    ids[0, n - 3:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.randint(0, 2, (b,), generator=g),
-            "index": torch.arange(b)}
+from conftest import make_tiny_batch as tiny_batch, make_tiny_bert as tiny_bert  # noqa: E402
 
 
 class ToyTokenizer:

@@ -1,0 +1,248 @@
+"""The book's foundations: the layering of lightkd, the one output protocol,
+distillation as data, the cache (tied weights, damaged entries, artefacts),
+epoch-fixed data order, and the claim ledger."""
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from lightkd import data, distill, models, results, train, zoo
+from lightkd.common import LightKDError
+from lightkd.data import ImageSplit
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lightkd"
+CORE = {"common", "data", "models", "zoo", "train", "bench", "viz", "results", "exercises", "__init__", "__main__",
+        "vldata", "extractors"}
+METHODS = {"quant", "prune", "distill", "tinybert", "mobilebert", "vit", "share", "sparsify", "vlm"}
+
+
+def _lightkd_imports(path: Path) -> set[str]:
+    """The lightkd modules a file imports (relative or absolute, anywhere in the file)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                names.add(node.module.split(".")[0])
+            elif node.level == 1:
+                names.update(a.name for a in node.names)
+            elif node.module and node.module.startswith("lightkd"):
+                parts = node.module.split(".")
+                names.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
+        elif isinstance(node, ast.Import):
+            names.update(a.name.split(".")[1] for a in node.names if a.name.startswith("lightkd."))
+    return names
+
+
+def test_every_module_is_core_or_method():
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"recipes"}
+    assert modules <= CORE | METHODS, f"classify {modules - CORE - METHODS} as core or method in this test"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.stem)
+def test_layering(path):
+    """The core never imports a method; a method imports the core and distill only."""
+    imported = _lightkd_imports(path) & (CORE | METHODS)
+    if path.stem in CORE:
+        assert not imported & METHODS, f"core module {path.stem} imports methods {imported & METHODS}"
+    else:
+        assert not imported & (METHODS - {"distill", path.stem}), \
+            f"method {path.stem} imports other methods {imported & (METHODS - {'distill', path.stem})}"
+
+
+def test_layering_test_catches_a_violation(tmp_path):
+    bad = tmp_path / "bench.py"
+    bad.write_text("from . import quant\nfrom lightkd.vit import deit_loss\n")
+    assert _lightkd_imports(bad) == {"quant", "vit"}
+
+
+# ------------------------------------------------------------ the protocol
+def tiny_vit(depth=4, dim=32, heads=4, seed=0, **kw):
+    torch.manual_seed(seed)
+    return models.VisionTransformer(models.ViTConfig(dim=dim, depth=depth, heads=heads, **kw)).eval()
+
+
+def test_vit_follows_the_output_protocol():
+    model, x = tiny_vit(), torch.rand(3, 1, 28, 28)
+    out = model(pixel_values=x, output_hidden_states=True, output_attentions=True)
+    assert isinstance(out.hidden_states, tuple) and len(out.hidden_states) == 5
+    assert torch.allclose(out.hidden_states[0], model.embed(x))           # the embedding output first
+    assert out.hidden_states[2].shape == (3, 17, 32)                        # per layer, not per batch row
+    assert len(out.attentions) == 4 and out.attentions[0].shape == (3, 4, 17, 17)
+    assert torch.allclose(out.last_hidden_state, model.norm(out.hidden_states[-1]))
+    assert models.SmallCNN(width=4, hidden=8)(pixel_values=x).logits.shape == (3, 10)
+
+
+def test_distil_a_vit_into_a_smaller_one_through_matches():
+    teacher, student, x = tiny_vit(4, seed=0), tiny_vit(2, seed=1), torch.rand(3, 1, 28, 28)
+    batch = {"pixel_values": x, "labels": torch.tensor([0, 1, 2]), "index": torch.arange(3)}
+    matches = [distill.Match(2, 1, "hidden"), distill.Match(3, 1, "attention"), distill.Match(feature="logits")]
+    feats = distill.capture(teacher, batch, [("hidden", 2), ("attention", 3)])
+    own = teacher(pixel_values=x, output_hidden_states=True, output_attentions=True)
+    assert feats[("hidden", 2)].shape == (3, 17, 32) and torch.equal(feats[("hidden", 2)], own.hidden_states[2])
+    assert torch.equal(feats[("attention", 3)], own.attentions[3])
+    assert torch.equal(feats[("logits", None)], own.logits)
+    loss = distill.DistillationLoss(teacher, student, matches, temperature=2.0, hard_weight=0.5)
+    value, logs = loss(student, batch)
+    s = student(pixel_values=x, output_hidden_states=True, output_attentions=True)
+    expected = (0.5 * nn.functional.cross_entropy(s.logits, batch["labels"])
+                + distill.mse_loss(s.hidden_states[1], own.hidden_states[2])
+                + distill.mse_loss(s.attentions[1], own.attentions[3])
+                + distill.soft_target_loss(s.logits, own.logits, 2.0))
+    assert torch.allclose(value, expected, atol=1e-5)
+    value.backward()
+    assert student.blocks[0].attn.qkv.weight.grad is not None and teacher.blocks[0].attn.qkv.weight.grad is None
+
+
+def test_matches_are_data():
+    m = distill.Match(1, 1, "hidden", projection="linear")
+    with pytest.raises(Exception):
+        m.weight = 2.0                                              # frozen
+    teacher, student = tiny_vit(2, dim=32), tiny_vit(2, dim=16)
+    loss = distill.DistillationLoss(teacher, student, [m])
+    assert m.projection == "linear" and isinstance(loss.projections[0], nn.Linear)   # not written back
+    assert all(p.requires_grad for p in teacher.parameters())     # the caller's teacher is left alone
+    custom = distill.Match(feature="logits", loss=lambda s, t, **_: (s - t).abs().mean())
+    assert custom.loss_name == "<lambda>"
+    value, _ = distill.DistillationLoss(teacher, tiny_vit(2, dim=32, seed=3), [custom])(
+        tiny_vit(2, dim=32, seed=3), {"pixel_values": torch.rand(2, 1, 28, 28)})
+    assert value > 0
+    with pytest.raises(LightKDError, match="unknown loss"):
+        distill.Match(feature="logits", loss="feature_map")        # no global registry to depend on
+
+
+def test_live_teacher_and_cache_speak_one_protocol():
+    teacher, student = tiny_vit(2, seed=0), tiny_vit(2, seed=1)
+    split = ImageSplit(torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,)))
+    batches = data.image_batches(split, batch_size=3)
+    cache = distill.TeacherCache(teacher, batches, [("hidden", 1)])
+    batch = next(iter(batches))
+    keys = [("hidden", cache.resolve("hidden", -2)), ("logits", None)]
+    live = distill.LiveTeacher(teacher)
+    a, b = cache.features(batch, keys), live.features(batch, keys)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in keys)
+    with pytest.raises(LightKDError, match="lacks"):
+        cache.resolve("attention", 0)
+
+
+# ------------------------------------------------------------------ cache
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(64, 64), nn.Linear(64, 64)
+        self.b.weight = self.a.weight
+
+
+def test_cache_stores_tied_weights_once(tmp_cache):
+    def train_(m):
+        with torch.no_grad():
+            m.a.weight.add_(1.0)
+    model = zoo.cached("tied", {"v": 1}, Tied, train_, verbose=False)
+    assert model.b.weight is model.a.weight or torch.equal(model.b.weight, model.a.weight)
+    entry = Path(model.lightkd_cache)
+    meta = json.loads((entry / "spec.json").read_text())
+    assert meta["tied"] == {"b.weight": "a.weight"}
+    assert (entry / "model.safetensors").stat().st_size < 1.5 * 64 * 64 * 4
+
+
+def test_damaged_cache_entry_is_rebuilt(tmp_cache):
+    calls = []
+    make = lambda: nn.Linear(8, 8)
+    model = zoo.cached("lin", {"v": 1}, make, lambda m: calls.append(1), verbose=False)
+    weights = Path(model.lightkd_cache) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])                 # truncated by a crash or a full disk
+    zoo.cached("lin", {"v": 1}, make, lambda m: calls.append(1), verbose=False)
+    assert len(calls) == 2
+
+
+def test_cached_tensors_round_trip(tmp_cache):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"logits": torch.arange(12.0).reshape(3, 4), "ids": torch.tensor([1, 2, 3])}, {"seconds": 1.5}
+    for _ in range(2):
+        tensors, info = zoo.cached_tensors("art", {"v": 1}, compute)
+        assert torch.equal(tensors["logits"], torch.arange(12.0).reshape(3, 4)) and tensors["ids"].dtype == torch.long
+        assert info["seconds"] == 1.5
+    assert len(calls) == 1
+
+
+def test_model_identity_is_never_a_path():
+    model = nn.Linear(2, 2)
+    model.lightkd_cache = "/some/machine/path/teacher-abc123"
+    assert zoo.model_identity(model) == "teacher-abc123"
+    assert zoo.model_identity(nn.Linear(2, 2)) == "Linear"
+
+
+def test_data_order_is_fixed_by_the_epoch_not_by_history():
+    split = ImageSplit(torch.rand(20, 1, 28, 28), torch.arange(20) % 10)
+    fresh = data.image_batches(split, batch_size=5, shuffle=True, seed=3)
+    used = data.image_batches(split, batch_size=5, shuffle=True, seed=3)
+    list(used), list(used)                                          # someone iterated it before
+    used.set_epoch(0)
+    assert [b["index"].tolist() for b in fresh] == [b["index"].tolist() for b in used]
+    seen = []
+    model = models.SmallCNN(width=2, hidden=4)
+    train.fit(model, used, None, epochs=1, lr=1e-3, bf16=False, progress=False,
+              on_step=lambda *a: None, loss=lambda m, b: (seen.append(b["index"].tolist()) or
+                                                          train.classification_loss(m, b)))
+    used2 = data.image_batches(split, batch_size=5, shuffle=True, seed=3)
+    assert seen == [b["index"].tolist() for b in used2]
+    with pytest.raises(LightKDError, match="epoch"):
+        used.set_epoch(-1)
+
+
+# ------------------------------------------------------------ the ledger
+def test_verdict_rule():
+    assert results.verdict(1.0, (0.2, 1.8)) == "reproduced"
+    assert results.verdict(1.0, (-0.2, 1.8)) == "inconclusive"
+    assert results.verdict(-1.0, (-1.8, -0.2)) == "not reproduced"
+    assert results.verdict(0.3, (0.1, 0.6), threshold=1.0, direction="below") == "reproduced"
+    assert results.verdict(1.3, (1.1, 1.6), threshold=1.0, direction="below") == "not reproduced"
+    assert results.verdict(12.0, None, threshold=10.0) == "reproduced"
+    assert results.verdict(10.0, None, threshold=10.0) == "not reproduced"
+    for bad in (dict(direction="sideways"), dict(threshold=float("nan"))):
+        with pytest.raises(LightKDError):
+            results.verdict(1.0, (0, 2), **bad)
+    with pytest.raises(LightKDError, match="ci"):
+        results.verdict(1.0, (2, 0))
+
+
+def test_intervals():
+    mean, lo, hi = results.paired_interval([0.80, 0.82, 0.81], [0.78, 0.79, 0.79])
+    assert lo < mean < hi and abs(mean - 0.0233333) < 1e-6
+    # t interval, 2 degrees of freedom: half-width = 4.303 * sd / sqrt(3)
+    sd = np.std([0.02, 0.03, 0.02], ddof=1)
+    assert abs((hi - lo) / 2 - 4.3027 * sd / np.sqrt(3)) < 1e-4
+    rng = np.random.default_rng(0)
+    a = (rng.random(2000) < 0.8).astype(float)
+    b = a.copy()
+    b[:100] = 0                                                      # B is A with 100 more mistakes
+    d, lo, hi = results.bootstrap_interval(a, b)
+    assert lo > 0 and lo < d < hi
+    assert results.bootstrap_interval(a, a)[1:] == (0.0, 0.0)
+    with pytest.raises(LightKDError):
+        results.paired_interval([1, 2], [1, 2, 3])
+    with pytest.raises(LightKDError):
+        results.mean_interval([1.0])
+
+
+def test_claims_and_models_are_recorded_in_one_shape(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTKD_RESULTS", str(tmp_path))
+    rec = results.Recorder("99_ledger")
+    v = rec.claim("kd_helps", 1.2, (0.4, 2.0), claim="KD beats labels only", source="Hinton et al. 2015")
+    assert v == "reproduced" and rec["claims.kd_helps.verdict"] == "reproduced"
+    rec.model("student", accuracy=0.83, accuracy_ci=(0.82, 0.84), params=1000, method="KD")
+    rec.save()
+    saved = json.loads((tmp_path / "99_ledger.json").read_text())["metrics"]
+    for key in ("verdict", "effect", "ci_low", "ci_high", "threshold", "claim"):
+        assert f"claims.kd_helps.{key}" in saved
+    assert saved["models.student.chapter"]["value"] == "99_ledger"
+    table = results.ledger("99_ledger")
+    assert list(table["verdict"]) == ["reproduced"] and table.loc[0, "95% interval"] == "[+0.40, +2.00]"
+    with pytest.raises(LightKDError):
+        rec.claim("Bad Id", 1.0, claim="x", source="y")

@@ -136,17 +136,14 @@ def test_attention_rollout_is_a_distribution_over_patches():
 
 def test_models_train_through_lightkd_fit():
     torch.manual_seed(0)
-    labels = torch.randint(0, 4, (128,))                     # the class is the quadrant that holds a bright square
-    images = torch.rand(128, 1, 28, 28) * 0.2
-    for i, c in enumerate(labels.tolist()):
-        r, q = divmod(c, 2)
-        images[i, 0, 14 * r + 3:14 * r + 11, 14 * q + 3:14 * q + 11] = 1.0
+    labels = torch.randint(0, 4, (128,))                     # the class is the image's brightness level
+    images = labels[:, None, None, None] / 4 + 0.1 * torch.rand(128, 1, 28, 28)
     split = ImageSplit(images, labels)
     for model in (vit.VisionTransformer(tiny_config()), vit.SmallCNN(width=4, hidden=8)):
         batches = vit.AugmentedBatches(split, batch_size=32, seed=0, flip=False)
-        train.fit(model, batches, None, epochs=10, lr=1e-2, bf16=False, progress=False)
-        # chance is 0.25; both must learn the rule (the CNN reaches 1.0, the tiny ViT about 0.57)
-        assert train.evaluate(model, data.image_batches(split, batch_size=32), bf16=False)["accuracy"] > 0.45
+        train.fit(model, batches, None, epochs=10, lr=3e-3, bf16=False, progress=False)
+        # chance is 0.25: both must learn the rule
+        assert train.evaluate(model, data.image_batches(split, batch_size=32), bf16=False)["accuracy"] > 0.75
 
 
 # ------------------------------------------------------------- augmentation

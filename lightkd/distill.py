@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import LightKDError
+from .common import LightKDError, set_seed
 from .exercises import check_function
 from .train import logits_of, model_device, model_inputs, to_device
 
@@ -709,7 +709,6 @@ def student_from_teacher(teacher: nn.Module, layers=None, *, n_layers: int | Non
         if config is not None and hasattr(config, key):
             setattr(config, key, len(layers))
     if init == "random":
-        from .common import set_seed
         set_seed(seed)
         _reinitialize(student)
     for p in student.parameters():

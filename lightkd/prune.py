@@ -32,6 +32,7 @@ import warnings
 import torch
 from torch import nn
 
+from . import distill, train
 from .common import LightKDError, set_seed
 from .exercises import check_function
 
@@ -159,7 +160,6 @@ def freeze_embeddings(model: nn.Module) -> nn.Module:
 def fine_tune_masked(model, masks: dict, train_batches, *, steps: int, lr: float = 5e-5,
                      seed: int | None = None, warmup_ratio: float = 0.1):
     """Fine-tune for ``steps`` updates with the pruned weights held at zero."""
-    from . import train
     if not isinstance(steps, int) or steps < 1:
         raise LightKDError(f"steps must be a positive integer, got {steps!r}")
     freeze_embeddings(model)
@@ -202,7 +202,6 @@ def fine_tune_gradual(model, train_batches, *, final: float, steps: int, ramp_fr
                       lr: float = 5e-5, every: int = 5, seed: int | None = None):
     """Iterative (gradual) pruning: prune a little, train a little, repeat, up to
     ``final`` sparsity after ``ramp_fraction`` of the steps; the rest fine-tunes."""
-    from . import train
     freeze_embeddings(model)
     ramp = every * max(1, round(ramp_fraction * steps / every))  # the last update lands on the final sparsity
     pruner = GradualPruning(model, final, ramp, every=every)
@@ -274,11 +273,8 @@ def semi_structured_mask(weight: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------ 4. heads
 def encoder_layers(model: nn.Module):
-    base = getattr(model, "bert", model)
-    encoder = getattr(base, "encoder", None)
-    if encoder is None or not hasattr(encoder, "layer"):
-        raise LightKDError(f"{type(model).__name__} is not a BERT model (no .encoder.layer)")
-    return encoder.layer
+    """The BERT-family layer list (``distill.encoder_layers`` finds it)."""
+    return distill.encoder_layers(model)[1]
 
 
 def head_grid(model: nn.Module) -> tuple[int, int]:
@@ -330,7 +326,6 @@ def normalize_per_layer(importance: torch.Tensor, exponent: float = 2.0) -> torc
 
 def head_importance(model: nn.Module, batches, max_batches: int | None = None, normalize: bool = True) -> torch.Tensor:
     """I_h = sum over batches of |dL/d gate_h| at gate = 1 (Michel et al. 2019)."""
-    from .train import classification_loss
     layers, heads = head_grid(model)
     gates = torch.ones(layers, heads, requires_grad=True)
     total = torch.zeros(layers, heads)
@@ -339,7 +334,7 @@ def head_importance(model: nn.Module, batches, max_batches: int | None = None, n
         for k, batch in enumerate(batches):
             if max_batches is not None and k >= max_batches:
                 break
-            loss, _ = classification_loss(model, batch)
+            loss, _ = train.classification_loss(model, batch)
             grad, = torch.autograd.grad(loss, gates)
             total += grad.abs()
     return normalize_per_layer(total) if normalize else total

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from . import distill, train, zoo
 from .common import LightKDError, atomic_write_bytes, cache_dir, default_seed, locked, set_seed
-from .data import TextSplit
+from .data import TextSplit, load_word_vectors, text_batches
 from .exercises import check_function
 
 STAGES = ("general", "intermediate", "prediction")
@@ -343,7 +343,6 @@ def general_distillation(teacher, tokenizer, texts, *, layers: int = 3, hidden: 
 
 
 def _batches(split, tokenizer, batch_size, max_length, seed, shuffle=True):
-    from .data import text_batches
     return text_batches(split, tokenizer, batch_size=batch_size, max_length=max_length, shuffle=shuffle, seed=seed)
 
 
@@ -504,7 +503,6 @@ def augmented_split(split: TextSplit, tokenizer, *, p: float = 0.4, k: int = 15,
                     seed: int | None = None, vectors: str = "glove-6b-50d", max_words: int = 100_000,
                     verbose: bool = True) -> tuple[TextSplit, list[int]]:
     """``Augmenter(...).augment_split(split)`` with GloVe candidates, cached in the lightkd cache."""
-    from .data import load_word_vectors
     require_augmentation_args(p, k, copies)
     seed = default_seed() if seed is None else seed
     spec = {"texts": split.texts, "labels": split.labels, "p": p, "k": k, "copies": copies, "seed": seed,

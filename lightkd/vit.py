@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .common import LightKDError, require_positive_int
+from .common import LightKDError
+from .data import ImageBatches
 from .distill import require_alpha, require_temperature, soft_target_loss
 from .exercises import check_function
 from .models import (Attention, Block, ModelOutput, SmallCNN, ViTConfig, ViTOutput, VisionTransformer,  # noqa: F401
@@ -56,7 +57,7 @@ def augment(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.Tensor, 
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
-class AugmentedBatches:
+class AugmentedBatches(ImageBatches):
     """Shuffled, augmented mini-batches of an image split, re-iterable (one pass
     = one epoch). Batches are dicts with ``pixel_values``, ``labels``, ``index``.
 
@@ -86,13 +87,6 @@ class AugmentedBatches:
         self.order_seed = seed if order_seed is None else order_seed
         self.max_shift, self.flip, self.teacher_logits, self.store = max_shift, flip, teacher_logits, store
         self.epoch = 0
-
-    def __len__(self) -> int:
-        return (len(self.split) + self.batch_size - 1) // self.batch_size
-
-    def set_epoch(self, epoch: int) -> None:
-        """Which epoch the next pass is (``train.fit`` sets it; see ``data.TextBatches``)."""
-        self.epoch = require_positive_int("epoch", epoch, minimum=0)
 
     def __iter__(self):
         epoch, n = self.epoch, len(self.split)

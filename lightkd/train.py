@@ -19,7 +19,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .common import LightKDError, set_seed
+from .common import LightKDError, require_number, require_positive_int, set_seed
 
 NOT_INPUTS = ("labels", "index")
 
@@ -98,6 +98,8 @@ def predict(model, batches, bf16="auto") -> torch.Tensor:
         for batch in batches:
             parts.append(logits_of(model(**model_inputs(to_device(batch, device)))).float().cpu())
             order.append(batch["index"])
+    if not parts:
+        raise LightKDError("there is nothing to predict: the batches are empty")
     logits, order = torch.cat(parts), torch.cat(order)
     out = torch.empty_like(logits)
     out[order] = logits
@@ -142,10 +144,23 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
     ``early_stop_patience`` evaluations without improvement, and the best
     weights are restored at the end.
     """
-    if epochs <= 0 and not max_steps:
-        raise LightKDError(f"epochs must be positive, got {epochs}")
-    if lr <= 0:
-        raise LightKDError(f"lr must be positive, got {lr}")
+    if max_steps is not None:
+        require_positive_int("max_steps", max_steps)
+    else:
+        require_number("epochs", epochs, low=0, low_open=True)
+    require_number("lr", lr, low=0, low_open=True)
+    require_number("weight_decay", weight_decay, low=0)
+    require_number("warmup_ratio", warmup_ratio, low=0, high=1)
+    if grad_clip is not None:  # a negative clip norm would flip every gradient: ascent, not descent
+        require_number("grad_clip", grad_clip, low=0, low_open=True)
+    for name, value in (("eval_every", eval_every), ("early_stop_patience", early_stop_patience)):
+        if value is not None:
+            require_positive_int(name, value)
+    require_positive_int("log_every", log_every)
+    if not callable(loss):
+        raise LightKDError(f"loss must be a function loss(model, batch) -> (loss, logs), got {loss!r}")
+    if not hasattr(train_batches, "__len__") or not hasattr(train_batches, "__iter__"):
+        raise LightKDError("train_batches must be a re-iterable with a length (data.text_batches / image_batches)")
     seed = set_seed(seed)
     steps_per_epoch = len(train_batches)
     if steps_per_epoch == 0:
@@ -181,6 +196,9 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
             batch = to_device(batch, device)
             with autocast(device, use_bf16):
                 value, logs = loss(model, batch)
+            if not torch.isfinite(value.detach()).all():  # stop before a NaN reaches the weights
+                raise LightKDError(f"the training loss became {value.item()} at step {step + 1}; lower lr, check the "
+                                   "inputs for NaN or inf, or turn bf16 off")
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             if grad_clip:

@@ -66,6 +66,12 @@ def require_alpha(alpha, name: str = "alpha") -> float:
 
 
 def _check_logits(student_logits, teacher_logits):
+    for name, t in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        if not isinstance(t, torch.Tensor):
+            raise LightKDError(f"{name} must be a tensor, got {type(t).__name__}")
+        if t.dim() < 2 or t.numel() == 0 or t.shape[-1] < 2:
+            raise LightKDError(f"{name} must be (batch, classes) with at least one example and two classes, got "
+                               f"shape {tuple(t.shape)}; a single example is logits[None]")
     if student_logits.shape != teacher_logits.shape:
         raise LightKDError(f"student logits {tuple(student_logits.shape)} and teacher logits "
                            f"{tuple(teacher_logits.shape)} differ: teacher and student must predict the same "
@@ -117,9 +123,14 @@ def soft_cross_entropy(student_logits, teacher_logits, T: float = 1.0) -> torch.
 # ----------------------------------------------------- feature losses
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean of ``values`` over the positions ``mask`` keeps (mask broadcasts from the left)."""
+    if values.numel() == 0:
+        raise LightKDError(f"cannot average an empty feature (shape {tuple(values.shape)}): the batch is empty")
     if mask is None:
         return values.mean()
     m = mask.to(values.dtype)
+    if m.dim() > values.dim() or any(a not in (1, b) for a, b in zip(m.shape, values.shape)):
+        raise LightKDError(f"mask of shape {tuple(mask.shape)} does not lay over a feature of shape "
+                           f"{tuple(values.shape)}; pass the batch's (batch, tokens) attention_mask")
     while m.dim() < values.dim():
         m = m.unsqueeze(-1)
     m = m.expand_as(values)

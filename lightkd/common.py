@@ -89,11 +89,36 @@ def set_seed(seed: int | None = None) -> int:
     return seed
 
 
+HUB_HOST = ("huggingface.co", 443)
+
+
+def require_hub(what: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, in one message, when ``what`` needs the Hugging Face
+    hub and this machine cannot reach it (``HF_HUB_OFFLINE=1``, no DNS, no
+    route): transformers and datasets would otherwise retry for a minute."""
+    import socket
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise SourceMissing(f"{what} comes from the Hugging Face hub, but HF_HUB_OFFLINE=1. Unset it on a machine "
+                            "that is online, or use the offline default.")
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+    except OSError as e:
+        raise SourceMissing(f"{what} comes from the Hugging Face hub, which this machine cannot reach "
+                            f"({type(e).__name__}: {e}). Use the offline default, or set HF_HUB_OFFLINE=1 "
+                            "to skip the hub at once.") from None
+
+
 def cache_dir(*parts: str) -> Path:
     """The lightkd cache folder (``$LIGHTKD_CACHE``), or a sub-folder of it."""
     root = Path(os.environ.get("LIGHTKD_CACHE", Path.home() / ".cache" / "lightkd")).expanduser()
     path = root.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LightKDError(f"cannot create the cache folder {path} ({e.strerror}); set LIGHTKD_CACHE to a "
+                           "writable folder") from None
+    if not os.access(path, os.W_OK):
+        raise LightKDError(f"the cache folder {path} is not writable; set LIGHTKD_CACHE to a writable folder")
     return path
 
 

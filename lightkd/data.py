@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .common import (LightKDError, SourceMissing, atomic_write_bytes, cache_dir, default_seed, locked, registry_package,
-                     require_positive_int)
+                     require_hub, require_positive_int)
 
 TEXT_DATASETS = ("movie_reviews", "sst2")
 UNLABELLED_DATASETS = ("snippets", "wikitext")
@@ -143,9 +143,7 @@ def _movie_reviews() -> Dataset:
 
 
 def _hub(loader: str, *args, **kwargs):
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise SourceMissing(f"{loader}{args} needs the Hugging Face hub, but HF_HUB_OFFLINE=1. "
-                            "Unset it on a machine that is online, or use the offline default.")
+    require_hub(f"{loader}{args}")
     try:
         import datasets
     except ImportError:

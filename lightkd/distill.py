@@ -73,9 +73,21 @@ def _check_logits(student_logits, teacher_logits):
             raise LightKDError(f"{name} must be (batch, classes) with at least one example and two classes, got "
                                f"shape {tuple(t.shape)}; a single example is logits[None]")
     if student_logits.shape != teacher_logits.shape:
-        raise LightKDError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+        raise LightKDError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
                            f"{tuple(teacher_logits.shape)} differ: teacher and student must predict the same "
                            "labels (same num_labels) for the same batch")
+
+
+def require_labels(labels, logits) -> None:
+    """Class indices, one per example, each a valid class of ``logits``."""
+    if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
+        raise LightKDError(f"labels must be a tensor of class indices, got {type(labels).__name__}")
+    if labels.shape != logits.shape[:-1]:
+        raise LightKDError(f"labels {tuple(labels.shape)} must hold one class per example of logits "
+                           f"{tuple(logits.shape)}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= logits.shape[-1]):
+        raise LightKDError(f"labels must lie in 0..{logits.shape[-1] - 1}, got {labels.min().item()}.."
+                           f"{labels.max().item()}")
 
 
 # ------------------------------------------------------- logit losses
@@ -105,6 +117,7 @@ def kd_loss(student_logits, teacher_logits, labels, T: float = 2.0, alpha: float
     """Hinton's distillation loss: alpha * soft targets + (1 - alpha) * cross-entropy with the labels."""
     alpha = require_alpha(alpha)
     soft = soft_target_loss(student_logits, teacher_logits, T)
+    require_labels(labels, student_logits)
     hard = F.cross_entropy(student_logits.float(), labels)
     return alpha * soft + (1.0 - alpha) * hard
 
@@ -235,7 +248,8 @@ def num_layers(model: nn.Module) -> int:
 def normalize_layer(model: nn.Module, feature: str, layer, who: str = "model"):
     """Check a layer index (or module path) against the model; negative indices count from the end."""
     if feature not in FEATURES:
-        raise LightKDError(f"unknown feature {feature!r}; choose one of {', '.join(FEATURES)}")
+        raise LightKDError(f"unknown feature {feature!r} (features are (feature, layer) pairs); choose one of "
+                           f"{', '.join(FEATURES)}")
     if isinstance(layer, str):
         get_module(model, layer)
         return layer

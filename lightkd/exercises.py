@@ -12,6 +12,8 @@ import random
 
 import torch
 
+from .common import LightKDError
+
 
 def _describe(x, limit=120):
     if isinstance(x, torch.Tensor):
@@ -67,6 +69,10 @@ def check_function(candidate, reference, make_inputs, *, trials: int = 20, seed:
     ``random.Random`` it is given (and seeding torch from it). Prints one
     line: a pass, or the first failing input with the reason.
     """
+    if not callable(candidate):
+        raise LightKDError(f"candidate must be your function, got {candidate!r}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise LightKDError(f"trials must be a positive integer, got {trials!r}")
     name = name or getattr(candidate, "__name__", "your function")
     rng = random.Random(seed if seed is not None else random.randrange(2**31))
     for trial in range(1, trials + 1):

@@ -123,6 +123,8 @@ def student_config(teacher_config, intra_ratio: int = 4, num_ffn: int = 4, **ove
     intra-block width a quarter of it (512 -> 128 in the paper), the teacher's
     head count (so attention maps compare head by head), FFN width 4x intra."""
     hidden = teacher_config.hidden_size
+    if isinstance(intra_ratio, bool) or not isinstance(intra_ratio, int) or not 1 <= intra_ratio <= hidden:
+        raise LightKDError(f"intra_ratio must be an integer from 1 to the hidden size {hidden}, got {intra_ratio!r}")
     intra = hidden // intra_ratio
     spec = dict(vocab_size=teacher_config.vocab_size, num_labels=getattr(teacher_config, "num_labels", 2),
                 num_hidden_layers=teacher_config.num_hidden_layers, hidden_size=hidden, intra_size=intra,
@@ -154,7 +156,7 @@ def make_norm(name: str, width: int, eps: float = 1e-12) -> nn.Module:
         return NoNorm(width)
     if name == "layer_norm":
         return nn.LayerNorm(width, eps=eps)
-    raise LightKDError(f"unknown normalization {name!r}; choose one of {', '.join(NORMS)}")
+    raise LightKDError(f"unknown normalization name={name!r}; choose one of {', '.join(NORMS)}")
 
 
 def make_activation(name: str) -> nn.Module:
@@ -162,7 +164,7 @@ def make_activation(name: str) -> nn.Module:
         return nn.ReLU()
     if name == "gelu":
         return nn.GELU()  # the exact (erf) GELU, transformers' "gelu"
-    raise LightKDError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    raise LightKDError(f"unknown activation name={name!r}; choose one of {', '.join(ACTIVATIONS)}")
 
 
 class TrigramEmbedding(nn.Module):
@@ -574,7 +576,8 @@ def progressive_factors(layer: int, steps_per_layer: int, during: float = 3.0, a
     """lr factor of block ``layer`` (0-based) at a step: 0 before its phase,
     ``during`` in it, ``after`` once later blocks train (slowed, not frozen)."""
     if isinstance(steps_per_layer, bool) or not isinstance(steps_per_layer, int) or steps_per_layer < 1:
-        raise LightKDError(f"a progressive schedule needs at least one step per layer, got {steps_per_layer!r}; "
+        raise LightKDError(f"a progressive schedule needs at least one step per layer (steps_per_layer), got "
+                           f"{steps_per_layer!r}; "
                            "raise the step budget or use fewer layers")
 
     def factor(step: int) -> float:

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import LightKDError
+from .common import LightKDError, require_positive_int
 
 
 # ------------------------------------------------------------ the protocol
@@ -63,7 +63,7 @@ def require_patch_size(image_size: int, patch_size: int) -> int:
         raise LightKDError(f"image_size must be a positive integer, got {image_size!r}")
     if image_size % patch_size:
         divisors = [d for d in range(1, image_size + 1) if image_size % d == 0]
-        raise LightKDError(f"patch size {patch_size} does not divide image size {image_size}; "
+        raise LightKDError(f"patch_size {patch_size} does not divide image size {image_size}; "
                            f"pick one of {divisors} or resize the images")
     return image_size // patch_size
 
@@ -142,7 +142,11 @@ def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor | None, eps: flo
     (DynamicViT trains with soft Gumbel masks, so the mask must carry
     gradients: we multiply, not fill with -inf). A dropped token still attends
     to itself (and the kept tokens), which keeps every row well defined
-    (DynamicViT's ``softmax_with_policy``).
+    (DynamicViT's ``softmax_with_policy``). Unlike the official code we
+    subtract the largest score among the keys a row may see, not among all
+    keys: when a dropped key scores highest, the kept weights would otherwise
+    underflow towards the ``eps`` terms and the masked pass would drift from
+    a pass over the kept tokens alone.
     """
     if key_mask is None:
         return scores.softmax(-1)
@@ -152,7 +156,8 @@ def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor | None, eps: flo
     policy = key_mask.to(scores.dtype)[:, None, None, :]  # B, 1, 1, N
     eye = torch.eye(n, dtype=scores.dtype, device=scores.device)
     policy = policy + (1.0 - policy) * eye
-    weights = torch.exp(scores - scores.amax(-1, keepdim=True)) * policy
+    top = scores.detach().masked_fill(policy == 0, float("-inf")).amax(-1, keepdim=True)
+    weights = torch.exp((scores - top).clamp(max=0.0)) * policy  # clamp: a dropped key's exp cannot overflow
     return (weights + eps / n) / (weights.sum(-1, keepdim=True) + eps)
 
 
@@ -236,8 +241,10 @@ class VisionTransformer(nn.Module):
         """Image -> tokens: [cls, (dist), patch_1 ... patch_N] plus positions."""
         c = self.config
         if pixel_values.ndim != 4 or pixel_values.shape[1:] != (c.in_channels, c.image_size, c.image_size):
-            raise LightKDError(f"expected images of shape (batch, {c.in_channels}, {c.image_size}, {c.image_size}), "
-                               f"got {tuple(pixel_values.shape)}")
+            raise LightKDError(f"pixel_values must be images of shape (batch, {c.in_channels}, {c.image_size}, "
+                               f"{c.image_size}), got {tuple(pixel_values.shape)}")
+        if not torch.isfinite(pixel_values).all():
+            raise LightKDError("pixel_values hold NaN or inf; check the image loading")
         pixel_values = (pixel_values - c.pixel_mean) / c.pixel_std
         tokens = self.patch_embed(patchify(pixel_values, c.patch_size))
         extra = [self.cls_token] + ([self.dist_token] if self.dist_token is not None else [])
@@ -337,6 +344,11 @@ class SmallCNN(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16, hidden: int = 128,
                  image_size: int = 28):
         super().__init__()
+        for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("width", width),
+                            ("hidden", hidden), ("image_size", image_size)):
+            require_positive_int(name, value)
+        if image_size % 4:
+            raise LightKDError(f"image_size must be divisible by 4 (two 2x2 poolings), got {image_size}")
 
         def stage(cin, cout):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),

@@ -39,7 +39,7 @@ import torch
 
 import numpy as np
 
-from .common import LightKDError, atomic_write_bytes
+from .common import LightKDError, atomic_write_bytes, require_number
 
 UNITS = ("fraction", "ratio", "ms", "s", "bytes", "MB", "params", "count", "flops", "x", "points", "")
 
@@ -105,6 +105,11 @@ class Recorder:
                   "unique_params": (unique_params, "params"), "size_bytes": (size_bytes, "bytes")}
         for key, value in extra.items():
             fields[key] = (value, "")
+        if accuracy is not None:
+            require_number("accuracy", accuracy, low=0, high=1)
+        for key in ("latency_ms", "params", "unique_params", "size_bytes"):
+            if fields[key][0] is not None:
+                require_number(key, fields[key][0], low=0)
         for key, (value, unit) in fields.items():
             if value is not None:
                 self.record(f"models.{name}.{key}", value, unit=unit, note=note)
@@ -156,7 +161,7 @@ class Recorder:
 def load(chapter: str) -> dict:
     path = results_dir() / f"{chapter}.json"
     if not path.exists():
-        raise LightKDError(f"no results for {chapter!r} at {path}; run notebooks/{chapter}.ipynb first")
+        raise LightKDError(f"no results for chapter {chapter!r}; run notebooks/{chapter}.ipynb first")
     return json.loads(path.read_text())
 
 
@@ -188,7 +193,7 @@ def paper_table(source, names: list[str] | None = None, only_with_paper: bool = 
     rows = []
     for n in names:
         if n not in metrics:
-            raise LightKDError(f"no metric {n!r}; recorded: {', '.join(metrics)}")
+            raise LightKDError(f"names: no metric {n!r}; recorded: {', '.join(metrics) or 'nothing yet'}")
         m = metrics[n]
         if only_with_paper and "paper" not in m:
             continue

@@ -101,11 +101,11 @@ def layer_map(kind, n_teacher: int, n_student: int) -> list[int]:
     _check_count(n_teacher, "the teacher's number of layers")
     _check_count(n_student, "the student's number of layers")
     if n_student > n_teacher:
-        raise LightKDError(f"a {n_student}-layer student cannot map onto a {n_teacher}-layer teacher "
+        raise LightKDError(f"a {n_student}-layer student (n_student) cannot map onto a {n_teacher}-layer teacher "
                            "one layer each; TinyBERT's student is shallower than its teacher")
     if isinstance(kind, str):
         if kind not in LAYER_MAPS:
-            raise LightKDError(f"unknown layer map {kind!r}; choose one of {', '.join(LAYER_MAPS)} "
+            raise LightKDError(f"unknown layer map kind={kind!r}; choose one of {', '.join(LAYER_MAPS)} "
                                "or give the list g(1..M)")
         g = [LAYER_MAPS[kind](m, n_teacher, n_student) for m in range(1, n_student + 1)]
     else:
@@ -194,6 +194,10 @@ def student_config(teacher, layers: int = 3, hidden: int = 192, heads: int | Non
 
 def pca_basis(weight: torch.Tensor, dim: int) -> torch.Tensor:
     """The top ``dim`` right singular vectors of a (vocab, width) table: (width, dim)."""
+    if weight.dim() != 2:
+        raise LightKDError(f"weight must be a (vocab, width) table, got shape {tuple(weight.shape)}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= min(weight.shape):
+        raise LightKDError(f"dim must be an integer from 1 to {min(weight.shape)}, got {dim!r}")
     _, _, vh = torch.linalg.svd(weight.float(), full_matrices=False)
     return vh[:dim].T.contiguous()
 

@@ -36,7 +36,11 @@ def bf16_pays() -> bool:
 
 
 def _resolve_bf16(bf16) -> bool:
-    return bf16_pays() if bf16 == "auto" else bool(bf16)
+    if bf16 == "auto":
+        return bf16_pays()
+    if not isinstance(bf16, bool):
+        raise LightKDError(f"bf16 must be True, False or 'auto', got {bf16!r}")
+    return bf16
 
 
 def model_inputs(batch: dict) -> dict:
@@ -164,7 +168,7 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
     seed = set_seed(seed)
     steps_per_epoch = len(train_batches)
     if steps_per_epoch == 0:
-        raise LightKDError("the training data is empty")
+        raise LightKDError("train_batches is empty: there is no training data")
     total = max_steps or max(1, math.ceil(epochs * steps_per_epoch))
     eval_every = eval_every or steps_per_epoch
     use_bf16 = _resolve_bf16(bf16)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .common import LightKDError
+from .common import LightKDError, require_positive_int
 from .data import ImageBatches
 from .distill import require_alpha, require_temperature, soft_target_loss
 from .exercises import check_function
@@ -39,6 +39,8 @@ def augmentation_params(n: int, epoch: int, seed: int, max_shift: int = 0, flip:
     """Shifts and flips for all ``n`` samples of one epoch, a pure function of
     (seed, epoch): sample i of epoch e always gets the same view, which is
     what lets TinyViT store the teacher's output for that view."""
+    require_positive_int("n", n, minimum=0), require_positive_int("epoch", epoch, minimum=0)
+    require_positive_int("max_shift", max_shift, minimum=0)
     g = torch.Generator().manual_seed(int(seed) * 100003 + int(epoch))
     shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=g)
     flips = torch.rand(n, generator=g) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
@@ -72,8 +74,9 @@ class AugmentedBatches(ImageBatches):
     def __init__(self, split, batch_size: int = 128, seed: int = 0, order_seed: int | None = None,
                  max_shift: int = 0, flip: bool = True, teacher_logits: "TeacherLogits | None" = None,
                  store: "TeacherLogitStore | None" = None):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise LightKDError(f"batch_size must be a positive integer, got {batch_size!r}")
+        require_positive_int("batch_size", batch_size), require_positive_int("max_shift", max_shift, minimum=0)
+        if len(split) == 0:
+            raise LightKDError("split is empty: there is nothing to batch")
         for source in (teacher_logits, store):
             if source is not None:
                 if (source.seed, source.max_shift, source.flip) != (seed, max_shift, flip):
@@ -284,9 +287,17 @@ def topk_probs(logits: torch.Tensor, k: int):
 def sparse_soft_labels(values: torch.Tensor, indices: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Rebuild a full distribution from top-k: the stored probabilities where
     they were, the remaining mass spread evenly over the other classes."""
+    if values.shape != indices.shape or values.dim() < 1:
+        raise LightKDError(f"values {tuple(values.shape)} and indices {tuple(indices.shape)} must have one shape")
     k = values.shape[-1]
     require_k(k, num_classes)
     values = values.float()
+    if not torch.isfinite(values).all() or (values < 0).any() or (values.sum(-1) > 1.01).any():
+        raise LightKDError("values must be probabilities: finite, >= 0 and summing to at most 1 per example")
+    if indices.numel() and ((indices < 0).any() or (indices >= num_classes).any()):
+        raise LightKDError(f"indices must name classes 0..{num_classes - 1}")
+    if k > 1 and (indices.long().sort(-1).values.diff(dim=-1) == 0).any():
+        raise LightKDError("indices repeat a class within an example; top-k indices are distinct")
     rest = (1.0 - values.sum(-1, keepdim=True)).clamp(min=0.0) / max(num_classes - k, 1)
     labels = rest.expand(*values.shape[:-1], num_classes).clone()
     return labels.scatter(-1, indices.long(), values)
@@ -294,6 +305,9 @@ def sparse_soft_labels(values: torch.Tensor, indices: torch.Tensor, num_classes:
 
 def target_cross_entropy(student_logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of -sum_c p_c log q_c (TinyViT's distillation loss)."""
+    if student_logits.shape != target_probs.shape or student_logits.dim() < 2 or not student_logits.numel():
+        raise LightKDError(f"student_logits {tuple(student_logits.shape)} and target_probs "
+                           f"{tuple(target_probs.shape)} must be one (batch, classes) shape")
     return -(target_probs * F.log_softmax(student_logits.float(), -1)).sum(-1).mean()
 
 

@@ -5,6 +5,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .common import LightKDError
+
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 PART_COLORS = {"embeddings": "#4C72B0", "attention": "#DD8452", "ffn": "#55A868",
                "bottleneck": "#8172B3", "norms": "#C44E52", "other": "#8C8C8C"}
@@ -30,7 +32,7 @@ def attention_map(attention, tokens, ax=None, title=None, cmap="viridis"):
     """One head: query tokens down the side, key tokens along the top."""
     a = _as_numpy(attention)
     if a.shape != (len(tokens), len(tokens)):
-        raise ValueError(f"attention is {a.shape} but there are {len(tokens)} tokens")
+        raise LightKDError(f"attention is {a.shape} but there are {len(tokens)} tokens: one row and column each")
     if ax is None:
         size = max(3.0, 0.28 * len(tokens) + 1.2)
         _, ax = plt.subplots(figsize=(size, size))
@@ -71,6 +73,8 @@ def attention_grid(attentions, tokens=None, title=None, cell=1.1):
 
 def bars(labels, values, ylabel="", ax=None, title=None, reference=None, fmt="{:.1f}", colors=None):
     """Labelled bars; ``reference`` draws a dashed line (e.g. the teacher)."""
+    if len(labels) != len(values) or not len(labels):
+        raise LightKDError(f"labels and values must pair up one to one, got {len(labels)} and {len(values)}")
     if ax is None:
         _, ax = plt.subplots()
     b = ax.bar(range(len(labels)), values, color=colors or PALETTE[: len(labels)])

@@ -49,7 +49,7 @@ ARCHITECTURE_NAMES = {"bert_base": "BERT-base", "distilbert": "DistilBERT", "tin
 
 def _check_name(name: str) -> None:
     if name not in PRETRAINED:
-        raise LightKDError(f"unknown model {name!r}; choose one of {', '.join(map(repr, PRETRAINED))}")
+        raise LightKDError(f"unknown model name={name!r}; choose one of {', '.join(map(repr, PRETRAINED))}")
 
 
 def model_path(name: str = "minilm-l6") -> str:
@@ -108,6 +108,8 @@ def random_model(arch: str, seed: int | None = None, **overrides):
 
 # ------------------------------------------------------------------- caching
 def spec_hash(spec: dict) -> str:
+    if not isinstance(spec, dict):
+        raise LightKDError(f"spec must be a dict of everything that decides the result, got {type(spec).__name__}")
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -159,11 +161,15 @@ def cached(kind: str, spec: dict, make, train, *, verbose: bool = True):
     ``model.lightkd_info``. Tied weights (shared layers) are stored once. A
     damaged entry (a truncated file) is rebuilt, not loaded.
     """
+    if not isinstance(kind, str) or not kind or not all(ch.isalnum() or ch in "-_." for ch in kind):
+        raise LightKDError(f"kind names a cache entry: letters, digits, '-', '_' or '.', got {kind!r}")
     folder = cache_dir("models") / f"{kind}-{spec_hash(spec)}"
     with locked(folder):
         entry = _read_entry(folder)
         if entry is None:
             model = make()
+            if not isinstance(model, nn.Module):
+                raise LightKDError(f"make must return an nn.Module, got {type(model).__name__}")
             start = time.perf_counter()
             info = dict(train(model) or {})
             info["train_seconds"] = round(time.perf_counter() - start, 1)
@@ -278,6 +284,8 @@ def fine_tuned_teacher(task: str = "movie_reviews", model: str = "minilm-l6",
     accuracy and training time of the run that produced the weights.
     """
     _check_name(model)
+    if task not in data.TEXT_DATASETS:
+        raise LightKDError(f"unknown task={task!r}; choose one of {', '.join(map(repr, data.TEXT_DATASETS))}")
     recipe = dataclasses.replace(recipe or TeacherRecipe())
     recipe.seed = default_seed() if recipe.seed is None else recipe.seed
     dataset = data.load_text_classification(task)
@@ -311,6 +319,10 @@ def attention_maps(model, tokenizer, text: str):
     numbers are the same).
     """
     from transformers.utils import logging as hf_logging
+    if not callable(tokenizer):
+        raise LightKDError(f"tokenizer must be the model's tokenizer (zoo.load_tokenizer), got {tokenizer!r}")
+    if not isinstance(text, str) or not text.strip():
+        raise LightKDError(f"text must be a non-empty sentence, got {text!r}")
     batch = tokenizer([text], return_tensors="pt")
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()

@@ -56,7 +56,7 @@ def test_movie_reviews_ignores_the_book_seed(monkeypatch, reviews):
 
 
 def test_bad_data_names(reviews):
-    with pytest.raises(LightKDError, match="unknown text data set 'imdb'"):
+    with pytest.raises(LightKDError, match="unknown text data set name='imdb'"):
         data.load_text_classification("imdb")
     with pytest.raises(LightKDError, match="no split 'validation'"):
         reviews.split("validation")
@@ -131,7 +131,7 @@ def test_image_batches():
 
 # --------------------------------------------------------------------- zoo
 def test_unknown_model_and_architecture():
-    with pytest.raises(LightKDError, match="unknown model 'gpt2'"):
+    with pytest.raises(LightKDError, match="unknown model name='gpt2'"):
         zoo.model_path("gpt2")
     with pytest.raises(LightKDError, match="unknown architecture"):
         zoo.random_model("bert_huge")

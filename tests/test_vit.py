@@ -64,7 +64,7 @@ def test_vit_shapes_and_heads():
     assert torch.allclose(out.logits, (out.cls_logits + out.dist_logits) / 2)
     assert len(out.attentions) == 2 and out.attentions[0].shape == (3, 2, 18, 18)
     assert torch.allclose(out.attentions[0].sum(-1), torch.ones(3, 2, 18), atol=1e-5)
-    with pytest.raises(LightKDError, match="expected images"):
+    with pytest.raises(LightKDError, match="pixel_values must be images"):
         model(pixel_values=torch.rand(3, 1, 32, 32))
 
 

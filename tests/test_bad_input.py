@@ -1,0 +1,205 @@
+"""At least 150 bad calls, each answered by one LightKDError that names the
+argument: never a silent wrong answer, a NaN, or a traceback from deep inside
+torch. The list is data; one test runs every entry."""
+import math
+
+import pytest
+import torch
+
+from conftest import make_tiny_batch, make_tiny_bert
+from lightkd import bench, common, data, distill, exercises, mobilebert, models, results, tinybert, train, vit, viz, zoo
+from lightkd.common import LightKDError
+from lightkd.data import ImageSplit, TextSplit
+
+nan, inf = float("nan"), float("inf")
+z = torch.zeros(2, 10)
+cases = []
+def case(arg, fn): cases.append((arg, fn))
+bert = make_tiny_bert(); batch = make_tiny_batch()
+vitm = models.VisionTransformer(models.ViTConfig(dim=16, depth=2, heads=2))
+# common
+case("seed", lambda: common.set_seed("abc"))
+case("seed", lambda: common.set_seed(1.5))
+# data
+case("name", lambda: data.load_text_classification("imdbx"))
+case("name", lambda: data.load_images("cifar"))
+case("source", lambda: data.load_images("fashion_mnist", source="web"))
+case("max_sentences", lambda: data.load_unlabelled_text("snippets", max_sentences=0))
+case("max_sentences", lambda: data.load_unlabelled_text("snippets", max_sentences=-5))
+case("name", lambda: data.load_unlabelled_text("books"))
+case("batch_size", lambda: data.image_batches(ImageSplit(torch.zeros(4,1,28,28), torch.zeros(4, dtype=torch.long)), batch_size=0))
+case("batch_size", lambda: data.image_batches(ImageSplit(torch.zeros(4,1,28,28), torch.zeros(4, dtype=torch.long)), batch_size=2.5))
+case("split", lambda: data.image_batches(ImageSplit(torch.zeros(0,1,28,28), torch.zeros(0, dtype=torch.long))))
+case("labels", lambda: ImageSplit(torch.zeros(4,1,28,28), torch.zeros(3, dtype=torch.long)))
+case("labels", lambda: TextSplit(["a", "b"], [0]))
+case("max_words", lambda: data.load_word_vectors(max_words=0))
+case("name", lambda: data.load_word_vectors("word2vec"))
+# models
+case("patch_size", lambda: models.ViTConfig(patch_size=5))
+case("patch_size", lambda: models.ViTConfig(patch_size=0))
+case("dim", lambda: models.ViTConfig(dim=30, heads=4))
+case("depth", lambda: models.ViTConfig(depth=0))
+case("heads", lambda: models.ViTConfig(heads=-1))
+case("mlp_ratio", lambda: models.ViTConfig(mlp_ratio=0))
+case("dropout", lambda: models.ViTConfig(dropout=1.0))
+case("num_classes", lambda: models.ViTConfig(num_classes=0))
+case("images", lambda: models.patchify(torch.zeros(2, 28, 28), 7))
+case("patch_size", lambda: models.patchify(torch.zeros(1, 1, 28, 28), 5))
+case("pixel_values", lambda: vitm(pixel_values=torch.zeros(2, 3, 28, 28)))
+case("pixel_values", lambda: vitm(pixel_values=torch.zeros(2, 1, 32, 32)))
+case("pixel_values", lambda: vitm(pixel_values=torch.full((1, 1, 28, 28), nan)))
+case("key_mask", lambda: vitm(pixel_values=torch.zeros(2, 1, 28, 28), key_mask=torch.ones(2, 5)))
+case("key_mask", lambda: models.masked_softmax(torch.zeros(2, 2, 4, 4), torch.ones(3, 4)))
+case("attentions", lambda: models.attention_rollout([]))
+case("attentions", lambda: models.attention_rollout(None))
+case("patches", lambda: models.unpatchify(torch.zeros(1, 15, 49), 7))
+case("width", lambda: models.SmallCNN(width=0))
+case("image_size", lambda: models.SmallCNN(image_size=30))
+# zoo
+case("name", lambda: zoo.model_path("gpt2"))
+case("num_labels", lambda: zoo.load_pretrained("minilm-l6", num_labels=1))
+case("arch", lambda: zoo.architecture_config("bert_huge"))
+case("spec", lambda: zoo.spec_hash("not a dict"))
+case("kind", lambda: zoo.cached("", {}, lambda: torch.nn.Linear(2, 2), lambda m: None))
+case("kind", lambda: zoo.cached("a/b", {}, lambda: torch.nn.Linear(2, 2), lambda m: None))
+case("make", lambda: zoo.cached("x", {}, lambda: 3, lambda m: None))
+case("text", lambda: zoo.attention_maps(bert, lambda x, **k: x, ""))
+case("task", lambda: zoo.fine_tuned_teacher(task="imdbx"))
+case("model", lambda: zoo.fine_tuned_teacher(model="gpt2"))
+# train
+ib = data.image_batches(ImageSplit(torch.rand(8,1,28,28), torch.zeros(8, dtype=torch.long)), batch_size=4)
+cnn = models.SmallCNN(width=2, hidden=4)
+for k, v in (("lr", 0), ("lr", -1), ("lr", nan), ("epochs", 0), ("epochs", -1), ("grad_clip", -1), ("grad_clip", nan),
+             ("weight_decay", -0.1), ("warmup_ratio", 1.5), ("max_steps", 0), ("max_steps", 2.5), ("eval_every", 0),
+             ("early_stop_patience", -1), ("log_every", 0)):
+    case(k, lambda k=k, v=v: train.fit(cnn, ib, None, **{k: v}, bf16=False, progress=False))
+case("loss", lambda: train.fit(cnn, ib, None, loss="ce", bf16=False, progress=False))
+case("train_batches", lambda: train.fit(cnn, [], None, bf16=False, progress=False))
+case("batches", lambda: train.evaluate(cnn, [], bf16=False))
+case("bf16", lambda: train.evaluate(cnn, ib, bf16="sometimes"))
+# bench
+case("batch_size", lambda: bench.text_inputs(bert, batch_size=0))
+case("seq_len", lambda: bench.text_inputs(bert, seq_len=0))
+case("seq_len", lambda: bench.text_inputs(bert, seq_len=10_000))
+case("repeats", lambda: bench.latency(bert, repeats=0, seq_len=8))
+case("warmup", lambda: bench.latency(bert, warmup=-1, seq_len=8))
+case("threads", lambda: bench.latency(bert, num_threads=0, seq_len=8))
+case("models", lambda: bench.compare_latency({}))
+case("rounds", lambda: bench.compare_latency({"a": bert}, rounds=0, seq_len=8))
+case("reference", lambda: bench.compare_latency({"a": bert}, reference="b", seq_len=8))
+case("model", lambda: bench.count_params("bert"))
+case("model_or_state", lambda: bench.size_on_disk(3))
+# results
+rec = results.Recorder("99_bad_input")
+case("chapter", lambda: results.Recorder(""))
+case("chapter", lambda: results.Recorder("a/b"))
+case("name", lambda: rec.record("Bad Name", 1.0))
+case("unit", lambda: rec.record("x.y", 1.0, unit="furlongs"))
+case("value", lambda: rec.record("x.y", nan))
+case("value", lambda: rec.record("x.y", inf))
+case("claim", lambda: rec.claim("Bad Id", 1.0, claim="c", source="s"))
+case("ci", lambda: rec.claim("ok", 1.0, (2.0, 1.0), claim="c", source="s"))
+case("direction", lambda: rec.claim("ok", 1.0, (0.0, 2.0), direction="up", claim="c", source="s"))
+case("effect", lambda: rec.claim("ok", nan, (0.0, 2.0), claim="c", source="s"))
+case("ci", lambda: results.verdict(1.0, (0.0,)))
+case("level", lambda: results.mean_interval([1, 2, 3], level=1.5))
+case("values", lambda: results.mean_interval([1.0, nan]))
+case("resamples", lambda: results.bootstrap_interval([1, 0, 1], resamples=10))
+case("chapter", lambda: results.load("98_missing"))
+case("names", lambda: results.paper_table(rec, ["nope"]))
+case("accuracy", lambda: rec.model("m", accuracy=1.5))
+case("accuracy", lambda: rec.model("m", accuracy=nan))
+case("params", lambda: rec.model("m", params=-3))
+# distill
+for T in (0, -1, nan, inf, 3.4e38, True, "2"):
+    case("temperature", lambda T=T: distill.soft_target_loss(z, z, T))
+for a in (-0.1, 1.1, nan, "0.5"):
+    case("alpha", lambda a=a: distill.kd_loss(z, z, torch.zeros(2, dtype=torch.long), 2.0, a))
+case("student_logits", lambda: distill.soft_target_loss(torch.zeros(10), torch.zeros(10)))
+case("student_logits", lambda: distill.soft_target_loss(torch.zeros(0, 10), torch.zeros(0, 10)))
+case("teacher_logits", lambda: distill.soft_target_loss(z, torch.zeros(2, 5)))
+case("labels", lambda: distill.kd_loss(z, z, torch.zeros(3, dtype=torch.long)))
+case("labels", lambda: distill.kd_loss(z, z, torch.full((2,), 10)))
+case("feature", lambda: distill.mse_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3, 5)))
+case("feature", lambda: distill.mse_loss(torch.zeros(0, 3, 4), torch.zeros(0, 3, 4)))
+case("mask", lambda: distill.mse_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4), mask=torch.ones(2, 7)))
+case("feature", lambda: distill.cosine_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3, 5)))
+case("heads", lambda: distill.attention_kl_loss(torch.zeros(2, 2, 3, 3), torch.zeros(2, 4, 3, 3)))
+case("feature", lambda: distill.Match(1, 1, "hiddens"))
+case("loss", lambda: distill.Match(1, 1, "hidden", "l3"))
+case("weight", lambda: distill.Match(1, 1, "hidden", weight=-1))
+case("weight", lambda: distill.Match(1, 1, "hidden", weight=nan))
+case("projection", lambda: distill.Match(1, 1, "hidden", projection="conv"))
+case("temperature", lambda: distill.Match(feature="logits", temperature=0))
+case("layer", lambda: distill.DistillationLoss(bert, make_tiny_bert(layers=2), [distill.Match(9, 1, "hidden")]))
+case("layer", lambda: distill.DistillationLoss(bert, make_tiny_bert(layers=2), [distill.Match(1, 5, "hidden")]))
+case("hard_weight", lambda: distill.DistillationLoss(bert, bert, [], hard_weight=nan))
+case("hard_weight", lambda: distill.DistillationLoss(bert, bert, [], hard_weight=-1))
+case("matches", lambda: distill.DistillationLoss(bert, bert, []))
+case("matches", lambda: distill.DistillationLoss(bert, bert, ["hidden"]))
+case("labels", lambda: distill.DistillationLoss(bert, make_tiny_bert(labels=3), [distill.Match(feature="logits")]))
+case("vocabulary", lambda: distill.DistillationLoss(bert, make_tiny_bert(vocab=50), [distill.Match(feature="logits")]))
+case("teacher", lambda: distill.DistillationLoss("bert", bert, [distill.Match(feature="logits")]))
+case("layers", lambda: distill.student_from_teacher(bert, [0, 9]))
+case("layers", lambda: distill.student_from_teacher(bert, [0, 0]))
+case("layers", lambda: distill.student_from_teacher(bert, []))
+case("layers", lambda: distill.student_from_teacher(bert, [0, 1, 2, 3, 4]))
+case("init", lambda: distill.student_from_teacher(bert, [0], init="zeros"))
+case("n_student", lambda: distill.spread_layers(4, 5))
+case("n_student", lambda: distill.spread_layers(4, 0))
+case("path", lambda: distill.get_module(bert, "bert.nothing"))
+case("features", lambda: distill.capture(bert, batch, [("hiddens", 1)]))
+case("alpha", lambda: distill.kd_matches(alpha=2))
+# vit
+case("tau", lambda: vit.soft_distillation_loss(z, z, tau=0))
+case("tau", lambda: vit.soft_distillation_loss(z, z, tau=nan))
+case("reduction", lambda: vit.soft_distillation_loss(z, z, reduction="sum"))
+case("kind", lambda: vit.deit_loss(z, torch.zeros(2, dtype=torch.long), z, z, kind="medium"))
+case("alpha", lambda: vit.deit_loss(z, torch.zeros(2, dtype=torch.long), z, z, alpha=2))
+case("k", lambda: vit.topk_probs(z, 0))
+case("k", lambda: vit.topk_probs(z, 11))
+case("indices", lambda: vit.sparse_soft_labels(torch.tensor([[0.5, 0.3]]), torch.tensor([[1, 1]]), 10))
+case("indices", lambda: vit.sparse_soft_labels(torch.tensor([[0.5, 0.3]]), torch.tensor([[1, 12]]), 10))
+case("values", lambda: vit.sparse_soft_labels(torch.tensor([[0.9, 0.3]]), torch.tensor([[1, 2]]), 10))
+case("epochs", lambda: vit.teacher_logits_for_views(cnn, ImageSplit(torch.zeros(2,1,28,28), torch.zeros(2, dtype=torch.long)), 0, 0))
+case("batch_size", lambda: vit.AugmentedBatches(ImageSplit(torch.zeros(2,1,28,28), torch.zeros(2, dtype=torch.long)), batch_size=0))
+case("max_shift", lambda: vit.AugmentedBatches(ImageSplit(torch.zeros(2,1,28,28), torch.zeros(2, dtype=torch.long)), max_shift=-1))
+case("n", lambda: vit.augmentation_params(-1, 0, 0))
+case("student_logits", lambda: vit.target_cross_entropy(z, torch.zeros(2, 5)))
+# tinybert / mobilebert
+case("kind", lambda: tinybert.layer_map("middle", 6, 3))
+case("n_student", lambda: tinybert.layer_map("uniform", 3, 6))
+case("stage", lambda: tinybert.tinybert_matches([0, 2, 4], "final"))
+case("hidden", lambda: tinybert.student_config(bert, hidden=0))
+case("layers", lambda: tinybert.student_config(bert, layers=0))
+case("p", lambda: tinybert.require_augmentation_args(1.5, 15, 20))
+case("k", lambda: tinybert.require_augmentation_args(0.4, 0, 20))
+case("copies", lambda: tinybert.require_augmentation_args(0.4, 15, -1))
+case("dim", lambda: tinybert.pca_basis(torch.zeros(8, 4), 9))
+case("init", lambda: tinybert.make_student(bert, init="magic"))
+case("intra_ratio", lambda: mobilebert.student_config(bert.config, intra_ratio=0))
+case("num_ffn", lambda: mobilebert.student_config(bert.config, num_ffn=0))
+case("name", lambda: mobilebert.make_norm("batchnorm", 8))
+case("name", lambda: mobilebert.make_activation("swish2"))
+case("heads", lambda: mobilebert.group_heads(torch.zeros(1, 12, 3, 3), 5))
+case("strategy", lambda: mobilebert.layerwise_transfer(None, None, None, "sideways", 1))
+case("steps_per_layer", lambda: mobilebert.progressive_factors(0, 0))
+case("layer", lambda: mobilebert.transfer_matches(bert.config, bert.config, layer=9, weights=mobilebert.TransferWeights(feature_map=0)))
+# viz / exercises
+case("trials", lambda: exercises.check_function(lambda x: x, lambda x: x, lambda r: (1,), trials=0))
+case("candidate", lambda: exercises.check_function(None, lambda x: x, lambda r: (1,)))
+case("attention", lambda: viz.attention_map(torch.zeros(3, 4), ["a", "b", "c"]))
+case("labels", lambda: viz.bars(["a"], [1, 2]))
+
+
+
+def test_there_are_enough_bad_calls():
+    assert len(cases) >= 150
+
+
+@pytest.mark.parametrize("arg, call", cases, ids=[f"{i}-{a}" for i, (a, _) in enumerate(cases)])
+def test_bad_call_names_its_argument(arg, call, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTKD_RESULTS", str(tmp_path))
+    with pytest.raises(LightKDError) as info:
+        call()
+    assert arg.lower() in str(info.value).lower(), f"the message does not name {arg!r}: {info.value}"

@@ -107,7 +107,9 @@ def global_magnitude_masks(model: nn.Module, names: list[str], sparsity: float) 
 
 
 def magnitude_masks(model: nn.Module, sparsity: float, scope: str = "global", names: list[str] | None = None) -> dict:
-    names = names or prunable_linears(model)
+    names = prunable_linears(model) if names is None else list(names)
+    if not names:  # an empty list must not silently mean "every layer"
+        raise LightKDError("names is empty: give the modules to prune, or None for every prunable Linear")
     if scope == "global":
         return global_magnitude_masks(model, names, sparsity)
     if scope in ("layer", "layerwise"):

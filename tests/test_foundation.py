@@ -246,3 +246,51 @@ def test_claims_and_models_are_recorded_in_one_shape(tmp_path, monkeypatch):
     assert list(table["verdict"]) == ["reproduced"] and table.loc[0, "95% interval"] == "[+0.40, +2.00]"
     with pytest.raises(LightKDError):
         rec.claim("Bad Id", 1.0, claim="x", source="y")
+
+
+def test_unusable_cache_folder_gives_a_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LIGHTKD_CACHE", str(blocker / "cache"))
+    with pytest.raises(LightKDError, match="LIGHTKD_CACHE"):
+        zoo.cached("lin", {"v": 1}, lambda: nn.Linear(2, 2), lambda m: None, verbose=False)
+
+
+def test_full_disk_while_caching_gives_a_clear_error_and_no_partial_entry(tmp_cache, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(zoo, "save_file", full)
+    with pytest.raises(LightKDError, match="free space"):
+        zoo.cached("lin", {"v": 2}, lambda: nn.Linear(2, 2), lambda m: None, verbose=False)
+    assert not [p for p in (tmp_cache / "models").iterdir() if not p.name.endswith(".lock")]
+
+
+def _artefact_worker(cache, out):
+    import os
+    os.environ["LIGHTKD_CACHE"] = cache
+    import time as _time
+    from lightkd import zoo as z
+
+    def compute():
+        _time.sleep(1.0)
+        return {"x": torch.randn(50, 7)}, {"made_by": os.getpid()}
+    tensors, info = z.cached_tensors("shared-artefact", {"v": 1}, compute)
+    torch.save({"x": tensors["x"], "made_by": info["made_by"]}, out)
+
+
+def test_two_processes_asking_for_one_artefact_get_the_same_one(tmp_path):
+    import multiprocessing as mp
+    cache = str(tmp_path / "cache")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_artefact_worker, args=(cache, str(tmp_path / f"o{i}.pt"))) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    a, b = (torch.load(tmp_path / f"o{i}.pt") for i in range(2))
+    assert torch.equal(a["x"], b["x"]) and a["made_by"] == b["made_by"]
+    leftovers = [p.name for p in Path(cache, "models").iterdir() if p.name.startswith(".")]
+    assert not leftovers, f"partial files left behind: {leftovers}"

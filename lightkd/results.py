@@ -318,3 +318,72 @@ def ledger(source):
                      "holds if": f"{side} {_fmt(m('threshold')['value'], unit)}",
                      "verdict": m("verdict")["value"]})
     return pd.DataFrame(rows, columns=["claim", "source", "measured", "95% interval", "holds if", "verdict"])
+
+
+# ------------------------------------------------------------ the scoreboard
+def load_all() -> dict:
+    """Every chapter's results file, by chapter name, in reading order."""
+    out = {}
+    for path in sorted(results_dir().glob("[0-9][0-9]_*.json")):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise LightKDError(f"results file {path.name} is damaged ({e}); re-run its chapter") from None
+    return out
+
+
+def _grouped(metrics: dict, prefix: str) -> dict:
+    """{"name": {"field": entry}} for every metric ``<prefix>.<name>.<field>``."""
+    groups: dict = {}
+    for key, entry in metrics.items():
+        if key.startswith(prefix + "."):
+            name, _, field = key[len(prefix) + 1:].rpartition(".")
+            if name:
+                groups.setdefault(name, {})[field] = entry
+    return groups
+
+
+def models_frame(chapters: dict | None = None):
+    """One row per model any chapter recorded (``models.<name>.*``): the
+    scoreboard's table, in the same columns for every chapter."""
+    import pandas as pd
+    chapters = load_all() if chapters is None else chapters
+    rows = []
+    for chapter, payload in chapters.items():
+        for name, fields in _grouped(payload["metrics"], "models").items():
+            value = lambda f: fields[f]["value"] if f in fields else None
+            rows.append({"chapter": chapter, "model": name, "method": value("method") or name,
+                         "accuracy": value("accuracy"), "accuracy_ci_low": value("accuracy_ci_low"),
+                         "accuracy_ci_high": value("accuracy_ci_high"), "params": value("params"),
+                         "unique_params": value("unique_params"), "size_bytes": value("size_bytes"),
+                         "latency_ms": value("latency_ms"), "speedup": value("speedup")})
+    columns = ["chapter", "model", "method", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "params",
+               "unique_params", "size_bytes", "latency_ms", "speedup"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def claims_frame(chapters: dict | None = None):
+    """The book's whole claim ledger: every chapter's claims, one row each."""
+    import pandas as pd
+    chapters = load_all() if chapters is None else chapters
+    frames = []
+    for chapter, payload in chapters.items():
+        table = ledger(payload)
+        if len(table):
+            frames.append(table.assign(chapter=chapter))
+    if not frames:
+        return pd.DataFrame(columns=["chapter", "claim", "source", "measured", "95% interval", "holds if", "verdict"])
+    table = pd.concat(frames, ignore_index=True)
+    return table[["chapter"] + [c for c in table.columns if c != "chapter"]]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both cost (lower) and
+    accuracy (higher), sorted by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front

@@ -156,3 +156,107 @@ def confusion_matrix(labels, predictions, names, ax=None, title="confusion matri
     ax.grid(False)
     ax.set_title(title)
     return ax
+
+
+# ------------------------------------------------------------- the explorer
+EXPLORER_AXES = {"latency_ms": "latency, batch 1 (ms)", "size_mb": "size on disk (MB)",
+                 "unique_params_m": "unique parameters (millions)"}
+
+
+def explorer_html(models, element_id: str = "lightkd-explorer") -> str:
+    """An accuracy-vs-cost explorer as self-contained HTML: an SVG scatter of
+    every model (one colour per chapter), an axis picker (latency, size,
+    unique parameters), a log-scale cost axis, the Pareto front for the axis
+    shown, and a tooltip with model, method and chapter on hover. Its
+    script is inline: the page needs no CDN and works offline.
+
+    ``models``: the scoreboard's frame (``results.models_frame()``)."""
+    import json as _json
+    import math as _math
+    points = []
+    for row in models.to_dict("records"):
+        if row.get("accuracy") is None or _math.isnan(row["accuracy"]):
+            continue
+        def num(v, scale=1.0):
+            return None if v is None or (isinstance(v, float) and _math.isnan(v)) or v <= 0 else v / scale
+        points.append({"model": row["model"], "method": row["method"], "chapter": row["chapter"],
+                       "accuracy": row["accuracy"], "latency_ms": num(row.get("latency_ms")),
+                       "size_mb": num(row.get("size_bytes"), 1e6),
+                       "unique_params_m": num(row.get("unique_params") or row.get("params"), 1e6)})
+    if not points:
+        raise LightKDError("models has no row with an accuracy: nothing to draw")
+    chapters = sorted({p["chapter"] for p in points})
+    colours = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(chapters)}
+    payload = _json.dumps({"points": points, "axes": EXPLORER_AXES, "colours": colours})
+    options = "".join(f'<option value="{k}">{v}</option>' for k, v in EXPLORER_AXES.items())
+    legend = "".join(f'<span style="margin-right:12px"><span style="display:inline-block;width:10px;height:10px;'
+                     f'border-radius:5px;background:{colours[c]};margin-right:4px"></span>{c}</span>'
+                     for c in chapters)
+    return f"""
+<div id="{element_id}" style="font-family:sans-serif;font-size:13px;max-width:760px;position:relative">
+  <label>cost axis: <select class="axis">{options}</select></label>
+  <label style="margin-left:16px"><input type="checkbox" class="logx" checked> log scale</label>
+  <div style="margin:6px 0">{legend}</div>
+  <svg width="740" height="420" style="border:1px solid #ddd;background:#fff"></svg>
+  <div class="tip" style="position:absolute;display:none;background:#222;color:#fff;padding:4px 8px;
+       border-radius:4px;pointer-events:none;font-size:12px"></div>
+</div>
+<script>
+(function() {{
+  const data = {payload};
+  const root = document.getElementById("{element_id}");
+  const svg = root.querySelector("svg"), tip = root.querySelector(".tip");
+  const W = 740, H = 420, L = 60, R = 20, T = 15, B = 45, NS = "http://www.w3.org/2000/svg";
+  function el(name, attrs, text) {{
+    const e = document.createElementNS(NS, name);
+    for (const k in attrs) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    svg.appendChild(e); return e;
+  }}
+  function draw() {{
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    const axis = root.querySelector(".axis").value, logx = root.querySelector(".logx").checked;
+    const pts = data.points.filter(p => p[axis] !== null);
+    if (!pts.length) {{ el("text", {{x: W / 2, y: H / 2, "text-anchor": "middle"}}, "no model records this cost"); return; }}
+    const f = v => logx ? Math.log10(v) : v;
+    let x0 = Math.min(...pts.map(p => f(p[axis]))), x1 = Math.max(...pts.map(p => f(p[axis])));
+    let y0 = Math.min(...pts.map(p => p.accuracy)), y1 = Math.max(...pts.map(p => p.accuracy));
+    const padx = (x1 - x0 || 1) * 0.08, pady = (y1 - y0 || 0.1) * 0.1;
+    x0 -= padx; x1 += padx; y0 -= pady; y1 += pady;
+    const sx = v => L + (f(v) - x0) / (x1 - x0) * (W - L - R);
+    const sy = v => H - B - (v - y0) / (y1 - y0) * (H - T - B);
+    el("line", {{x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#444"}});
+    el("line", {{x1: L, y1: T, x2: L, y2: H - B, stroke: "#444"}});
+    for (let i = 0; i <= 4; i++) {{
+      const yv = y0 + (y1 - y0) * i / 4, xv = x0 + (x1 - x0) * i / 4;
+      el("text", {{x: L - 6, y: sy(yv) + 4, "text-anchor": "end", "font-size": 11}}, (100 * yv).toFixed(1) + "%");
+      const shown = logx ? Math.pow(10, xv) : xv;
+      el("text", {{x: L + (W - L - R) * i / 4, y: H - B + 16, "text-anchor": "middle", "font-size": 11}},
+         shown >= 100 ? shown.toFixed(0) : shown.toPrecision(2));
+    }}
+    el("text", {{x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle"}}, data.axes[axis] + (logx ? ", log scale" : ""));
+    el("text", {{x: 14, y: (T + H - B) / 2, transform: `rotate(-90 14 ${{(T + H - B) / 2}})`, "text-anchor": "middle"}}, "accuracy");
+    const sorted = pts.slice().sort((a, b) => a[axis] - b[axis] || b.accuracy - a.accuracy);
+    let best = -Infinity; const front = [];
+    for (const p of sorted) if (p.accuracy > best) {{ front.push(p); best = p.accuracy; }}
+    el("polyline", {{points: front.map(p => sx(p[axis]) + "," + sy(p.accuracy)).join(" "), fill: "none",
+                    stroke: "#999", "stroke-dasharray": "5,4"}});
+    for (const p of pts) {{
+      const c = el("circle", {{cx: sx(p[axis]), cy: sy(p.accuracy), r: front.includes(p) ? 7 : 5,
+                              fill: data.colours[p.chapter], stroke: front.includes(p) ? "#000" : "none", opacity: 0.85}});
+      c.addEventListener("mousemove", e => {{
+        const box = root.getBoundingClientRect();
+        tip.style.display = "block"; tip.style.left = (e.clientX - box.left + 12) + "px";
+        tip.style.top = (e.clientY - box.top + 12) + "px";
+        tip.innerHTML = `<b>${{p.model}}</b><br>${{p.method}}<br>chapter ${{p.chapter}}<br>` +
+          `accuracy ${{(100 * p.accuracy).toFixed(1)}}%, ${{data.axes[axis]}} ${{p[axis].toPrecision(3)}}` +
+          (front.includes(p) ? "<br>on the Pareto front" : "");
+      }});
+      c.addEventListener("mouseleave", () => {{ tip.style.display = "none"; }});
+    }}
+  }}
+  root.querySelector(".axis").addEventListener("change", draw);
+  root.querySelector(".logx").addEventListener("change", draw);
+  draw();
+}})();
+</script>"""

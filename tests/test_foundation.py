@@ -294,3 +294,28 @@ def test_two_processes_asking_for_one_artefact_get_the_same_one(tmp_path):
     assert torch.equal(a["x"], b["x"]) and a["made_by"] == b["made_by"]
     leftovers = [p.name for p in Path(cache, "models").iterdir() if p.name.startswith(".")]
     assert not leftovers, f"partial files left behind: {leftovers}"
+
+
+def test_scoreboard_gathers_every_chapter_in_one_shape(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTKD_RESULTS", str(tmp_path))
+    for chapter, acc in (("01_a", 0.8), ("02_b", 0.7)):
+        rec = results.Recorder(chapter)
+        rec.model("teacher", accuracy=acc, latency_ms=10.0, params=100, size_bytes=400, method="teacher")
+        rec.model("student", accuracy=acc - 0.05, accuracy_ci=(acc - 0.07, acc - 0.03), latency_ms=2.0, params=20,
+                  unique_params=10, method="KD")
+        rec.claim("kd", 1.0, (0.5, 1.5), claim="KD helps", source="paper")
+        rec.save()
+    chapters = results.load_all()
+    models_ = results.models_frame(chapters)
+    assert len(models_) == 4 and set(models_["chapter"]) == {"01_a", "02_b"}
+    assert models_.loc[models_["model"] == "student", "unique_params"].tolist() == [10, 10]
+    claims = results.claims_frame(chapters)
+    assert list(claims["chapter"]) == ["01_a", "02_b"] and set(claims["verdict"]) == {"reproduced"}
+    html = __import__("lightkd.viz", fromlist=["viz"]).explorer_html(models_)
+    assert "<script>" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert '"chapter": "02_b"' in html and "Pareto" in html
+
+
+def test_pareto_front():
+    assert results.pareto_front([(1, 0.5), (2, 0.6), (1.5, 0.4), (3, 0.6), (0.5, 0.3)]) == [4, 0, 1]
+    assert results.pareto_front([]) == []

@@ -1,8 +1,8 @@
 """``python -m lightkd fetch``: download the offline data and teacher into the cache."""
 import sys
 
-from . import data, zoo
-from .common import SourceMissing, cache_dir
+from . import data, extractors, vldata, zoo
+from .common import SourceMissing, cache_dir, registry_package
 
 
 def fetch() -> None:
@@ -15,7 +15,24 @@ def fetch() -> None:
         print(f"fashion_mnist: {len(images.train)}/{len(images.dev)}/{len(images.test)} images")
     except SourceMissing as e:
         print(f"fashion_mnist: not available ({e})")
+    _fetch_vision_language()
     print(f"cache: {cache_dir()}")
+
+
+def _fetch_vision_language() -> None:
+    """Emoji (Debian via apt-get download, npm via npm pack), easy-VQA and the ImageNet extractors."""
+    try:
+        for held_out in ("emoji", "style"):
+            emoji = vldata.load_emoji(held_out=held_out)
+            print(f"emoji held out by {held_out}: {len(emoji.train)}/{len(emoji.dev)}/{len(emoji.test)} pictures")
+    except SourceMissing as e:
+        print(f"emoji: not available ({e})")
+    vqa = data.load_vqa()
+    print(f"easy_vqa: {len(vqa.train)}/{len(vqa.dev)}/{len(vqa.test)} questions")
+    for name in extractors.EXTRACTORS:
+        extractors.load_backbone(name)
+    registry_package(*extractors.REFERENCE_EFFICIENTNET)  # for the tests
+    print(f"extractors: {', '.join(extractors.EXTRACTORS)}; {len(extractors.imagenet_class_names())} ImageNet classes")
 
 
 def main(argv=None) -> int:

@@ -261,6 +261,8 @@ def emoji_split_indices(held_out: str = "emoji") -> dict[str, np.ndarray]:
 
     ``"emoji"``: 80 / 10 / 10 within each group; ``"style"``: all emoji in
     train, two halves of each group in dev and test."""
+    if held_out not in ("emoji", "style"):
+        raise LightKDError(f"held_out must be 'emoji' or 'style', got {held_out!r}")
     rows = _emoji_list()
     seed, cuts = (EMOJI_GROUP_SEED, (0.8, 0.9)) if held_out == "emoji" else (STYLE_HALF_SEED, (0.0, 0.5))
     rng = np.random.default_rng(seed)

@@ -16,10 +16,11 @@ Read top to bottom:
    transformers model. The same modules with ranges calibrated on a few
    batches (``calibrate``, min-max or percentile) are static
    post-training quantization.
-4. ONNX Runtime: ``export_onnx`` + ``onnx_quantize_dynamic`` and
-   ``OnnxModel``, a wrapper that ``train.evaluate`` and ``bench.latency``
-   accept like a torch model.
-5. Check functions for the chapter's exercises.
+4. Check functions for the chapter's exercises.
+
+ONNX Runtime's int8 (export, ``onnx_quantize_dynamic``, a runner that
+behaves like the torch model) is deployment, shared with other chapters:
+it lives in ``lightkd.bench``.
 """
 from __future__ import annotations
 
@@ -56,13 +57,13 @@ def _check_bits(bits, scheme: str = "symmetric") -> int:
 
 def _check_scheme(scheme: str) -> str:
     if scheme not in SCHEMES:
-        raise LightKDError(f"unknown scheme {scheme!r}; choose one of {', '.join(map(repr, SCHEMES))}")
+        raise LightKDError(f"unknown scheme={scheme!r}; choose one of {', '.join(map(repr, SCHEMES))}")
     return scheme
 
 
 def _check_granularity(granularity: str) -> str:
     if granularity not in GRANULARITIES:
-        raise LightKDError(f"unknown granularity {granularity!r}; choose one of {', '.join(map(repr, GRANULARITIES))}")
+        raise LightKDError(f"unknown granularity={granularity!r}; choose one of {', '.join(map(repr, GRANULARITIES))}")
     return granularity
 
 
@@ -74,6 +75,8 @@ def _check_float(x, what: str = "x") -> torch.Tensor:
                            "quantize the float tensor it came from, or call .float() first")
     if x.numel() == 0:
         raise LightKDError(f"{what} is empty: there is nothing to quantize")
+    if not torch.isfinite(x).all():  # a NaN would round to the most negative int32, not stay NaN
+        raise LightKDError(f"{what} holds NaN or inf; quantization needs finite values")
     return x
 
 
@@ -167,6 +170,8 @@ def dequantize(q: torch.Tensor, scale, zero_point, axis: int = 0) -> torch.Tenso
     """x_hat = (q - Z) * S: the real number each integer code stands for."""
     scale = torch.as_tensor(scale, dtype=torch.float32)
     zero_point = torch.as_tensor(zero_point, dtype=torch.int32)
+    if (scale <= 0).any() or not torch.isfinite(scale).all():
+        raise LightKDError("scale must be positive and finite; compute it with scale_and_zero_point")
     s, z = _per_channel_view(scale, q, axis), _per_channel_view(zero_point, q, axis)
     return (q.to(torch.int32) - z).float() * s
 
@@ -260,7 +265,9 @@ def fake_quantize_ste(x: torch.Tensor, threshold: torch.Tensor, bits: int) -> to
     straight-through estimator, Bengio et al. 2013): ``x + (x_hat - x).detach()``
     has the value of x_hat and the gradient of x.
     """
-    qmax = 2 ** (bits - 1) - 1
+    qmax = quant_range(bits, "symmetric")[1]
+    if not torch.isfinite(torch.as_tensor(threshold)).all():
+        raise LightKDError(f"threshold must be finite, got {threshold!r}")
     scale = qmax / threshold.clamp(min=1e-8).to(x.dtype)
     x_hat = torch.round(x * scale).clamp(-qmax, qmax) / scale
     if not (torch.is_grad_enabled() and x.requires_grad):
@@ -524,72 +531,7 @@ def ptq_static(model: nn.Module, batches, bits: int = 8, observer: str = "minmax
     return calibrate(q, batches, observer=observer, percentile=percentile, max_batches=max_batches)
 
 
-# ------------------------------------------------------------- 4. ONNX Runtime
-def export_onnx(model: nn.Module, path, seq_len: int = 128) -> str:
-    """Export a transformers text classifier to ONNX (torch.export-based
-    exporter, one file, batch and sequence dynamic). Returns the path."""
-    from torch.export import Dim
-    model = model.eval()
-    vocab = getattr(getattr(model, "config", None), "vocab_size", 1000)
-    ids = torch.randint(0, vocab, (2, seq_len), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)  # a separate tensor: passing one tensor twice makes the exporter tie the inputs
-    batch, seq = Dim("batch", min=1, max=4096), Dim("seq", min=2, max=seq_len)
-    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (), str(path), kwargs={"input_ids": ids, "attention_mask": mask},
-                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                          dynamic_shapes=shapes, dynamo=True, external_data=False, verbose=False)
-    return str(path)
-
-
-def onnx_quantize_dynamic(source, target) -> str:
-    """ONNX Runtime's own dynamic quantization: int8 weights for MatMul/Gather,
-    activations quantized at run time."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    # The exporter's stored intermediate shapes can clash with what the
-    # quantizer's shape inference derives (a dim of 2 vs 32 on a tiny BERT):
-    # drop them, the quantizer infers them again.
-    model = onnx.load(str(source))
-    del model.graph.value_info[:]
-    prepared = f"{target}.prepared.onnx"
-    onnx.save(model, prepared)
-    try:
-        quantize_dynamic(prepared, str(target), weight_type=QuantType.QInt8)
-    finally:
-        os.remove(prepared)
-    return str(target)
-
-
-class OnnxModel:
-    """An ONNX Runtime session that looks like a torch classifier to
-    ``train.evaluate`` and ``bench.latency``: call it with ``input_ids`` and
-    ``attention_mask``, get logits back as a tensor."""
-
-    def __init__(self, path, num_threads: int = 1):
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.path, self.num_threads = str(path), num_threads
-        self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, input_ids, attention_mask=None, **_):
-        feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        (logits,) = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})
-        return torch.from_numpy(logits)
-
-    def eval(self):
-        return self
-
-    def size_on_disk(self) -> int:
-        return os.path.getsize(self.path)
-
-
-# ------------------------------------------------------------------ 5. checks
+# ------------------------------------------------------------------ 4. checks
 def _random_tensor(rng, min_dim: int = 1):
     ndim = rng.randint(min_dim, 3)
     shape = [rng.randint(1, 9) for _ in range(ndim)]

@@ -193,6 +193,43 @@ case("labels", lambda: viz.bars(["a"], [1, 2]))
 
 
 
+# quantization, weight sharing, token sparsification, vision-language data
+from lightkd import prune, quant, share, sparsify, vldata  # noqa: E402
+
+x3 = torch.tensor([1.0, -2.0, 0.5])
+more = []
+more.append(("x", lambda: quant.fake_quantize(torch.tensor([1.0, math.nan]))))
+more.append(("x", lambda: quant.fake_quantize(torch.tensor([1.0, math.inf]))))
+more.append(("x", lambda: quant.fake_quantize(torch.zeros(0))))
+more.append(("x", lambda: quant.fake_quantize(torch.tensor([1, 2]))))
+more.append(("bits", lambda: quant.fake_quantize(x3, bits=0)))
+more.append(("bits", lambda: quant.fake_quantize(x3, bits=1)))
+more.append(("bits", lambda: quant.fake_quantize(x3, bits=2.5)))
+more.append(("bits", lambda: quant.fake_quantize(x3, bits=64)))
+more.append(("bits", lambda: quant.fake_quantize_ste(x3, torch.tensor(1.0), 0)))
+more.append(("threshold", lambda: quant.fake_quantize_ste(x3, torch.tensor(math.nan), 8)))
+more.append(("scheme", lambda: quant.fake_quantize(x3, scheme="log")))
+more.append(("granularity", lambda: quant.fake_quantize(x3, granularity="per_row")))
+more.append(("axis", lambda: quant.fake_quantize(torch.ones(2, 3), granularity="per_channel", axis=5)))
+more.append(("scale", lambda: quant.linear_quantize(x3, torch.tensor(0.0), torch.tensor(0))))
+more.append(("scale", lambda: quant.dequantize(torch.ones(3, dtype=torch.int32), torch.tensor(math.nan), 0)))
+more.append(("sparsity", lambda: prune.magnitude_mask(torch.randn(10), 1.5)))
+more.append(("sparsity", lambda: prune.magnitude_mask(torch.randn(10), -0.1)))
+more.append(("sparsity", lambda: prune.magnitude_mask(torch.randn(10), math.nan)))
+more.append(("names", lambda: prune.magnitude_masks(bert, 0.5, names=[])))
+more.append(("scope", lambda: prune.magnitude_masks(bert, 0.5, scope="row")))
+more.append(("mode", lambda: share.check_mode("half")))
+more.append(("embedding_size", lambda: share.check_embedding_size(0, 64)))
+more.append(("embedding_size", lambda: share.check_embedding_size(128, 64)))
+more.append(("groups", lambda: share.layer_groups(6, 4)))
+more.append(("repeats", lambda: share.check_repeats(0, 6)))
+more.append(("rho", lambda: sparsify.require_rho(0)))
+more.append(("rho", lambda: sparsify.require_rho(1.5)))
+more.append(("rho", lambda: sparsify.require_rho(math.nan)))
+more.append(("answer", lambda: vldata.load_vqa().answer_id("purple")))
+cases.extend(more)
+
+
 def test_there_are_enough_bad_calls():
     assert len(cases) >= 150
 
@@ -203,3 +240,4 @@ def test_bad_call_names_its_argument(arg, call, tmp_path, monkeypatch):
     with pytest.raises(LightKDError) as info:
         call()
     assert arg.lower() in str(info.value).lower(), f"the message does not name {arg!r}: {info.value}"
+

@@ -267,26 +267,8 @@ def test_dynamic_int8_bad_backend():
             quant.quantize_dynamic_int8(nn.Linear(2, 2), backend="torchao")
 
 
-def test_onnx_export_and_int8(tmp_path):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    model = tiny_bert()
-    path = quant.export_onnx(model, tmp_path / "fp32.onnx", seq_len=16)
-    int8 = quant.onnx_quantize_dynamic(path, tmp_path / "int8.onnx")
-    data = batches(n=1, seq=12)[0]
-    with torch.no_grad():
-        ref = model(input_ids=data["input_ids"], attention_mask=data["attention_mask"]).logits
-    fp32 = quant.OnnxModel(path, num_threads=1)
-    assert torch.allclose(fp32(**{k: data[k] for k in ("input_ids", "attention_mask")}), ref, atol=1e-4)
-    q = quant.OnnxModel(int8, num_threads=1)
-    assert q(data["input_ids"], data["attention_mask"]).shape == ref.shape
-    assert q.size_on_disk() < fp32.size_on_disk()
-    from lightkd import bench, train
-    assert bench.latency(q, data, repeats=2, warmup=1).median_ms > 0
-    assert 0 <= train.evaluate(q, [data], bf16=False)["accuracy"] <= 1
-
-
 # ------------------------------------------------------------ exercises
+
 def test_checks_pass_the_reference_and_fail_a_wrong_answer(capsys):
     sym = lambda x, s, z, b: quant.linear_quantize(x, s, z, b, "asymmetric")
     assert quant.check_linear_quantize(sym, trials=10, seed=0)

@@ -522,9 +522,9 @@ def augmented_split(split: TextSplit, tokenizer, *, p: float = 0.4, k: int = 15,
             atomic_write_bytes(path, json.dumps(payload).encode())
             if verbose:
                 print(f"augmented {len(split)} sentences into {len(out)} in {time.perf_counter() - start:.1f} s; "
-                      f"cached in {path}")
+                      "cached")
         elif verbose:
-            print(f"loaded the augmented set from the cache ({path})")
+            print("loaded the augmented set from the cache")
     payload = json.loads(path.read_text())
     return TextSplit(payload["texts"], payload["labels"]), payload["source"]
 

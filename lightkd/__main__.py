@@ -16,6 +16,10 @@ def fetch() -> None:
     except SourceMissing as e:
         print(f"fashion_mnist: not available ({e})")
     _fetch_vision_language()
+    # The fine-tuned teacher most chapters share: trained here once, on every core, so that no test
+    # worker idles on its lock while another trains it at one thread.
+    teacher, _ = zoo.fine_tuned_teacher(verbose=False)
+    print(f"fine-tuned teacher: dev accuracy {teacher.lightkd_info['dev_accuracy']:.4f}")
     print(f"cache: {cache_dir()}")
 
 

@@ -2,6 +2,7 @@
 for random invalid inputs the only exception is a LightKDError that names
 the argument. Few examples each, so the suite stays fast."""
 import math
+import os
 
 import pytest
 import torch
@@ -11,7 +12,11 @@ from hypothesis import strategies as st
 from lightkd import distill, models, prune, quant, results, vit
 from lightkd.common import LightKDError
 
-FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Locally each run draws new examples (LIGHTKD_HYPOTHESIS_EXAMPLES=500 for a
+# long hunt); CI replays a fixed sequence so a submission is judged on a
+# reproducible run, not on the draw.
+FAST = settings(max_examples=int(os.environ.get("LIGHTKD_HYPOTHESIS_EXAMPLES", 25)), deadline=None,
+                derandomize=bool(os.environ.get("CI")), suppress_health_check=[HealthCheck.too_slow])
 finite = st.floats(-50, 50, allow_nan=False, allow_infinity=False)
 
 
@@ -34,8 +39,9 @@ bad_temperatures = st.one_of(st.floats(max_value=0), st.just(math.nan), st.just(
 def test_soft_target_loss_is_a_scaled_kl(pair, T):
     s, t = pair
     loss = distill.soft_target_loss(s, t, T)
-    assert torch.isfinite(loss) and loss >= -1e-5
-    assert distill.soft_target_loss(t, t, T).abs() < 1e-4
+    # The loss is KL * T^2, so fp32 round-off in the KL grows with T^2 too.
+    assert torch.isfinite(loss) and loss >= -1e-6 * max(1.0, T * T)
+    assert distill.soft_target_loss(t, t, T).abs() < 1e-4 * max(1.0, T * T)
     assert torch.allclose(distill.softmax_t(s, T).sum(-1), torch.ones(len(s)), atol=1e-5)
 
 
@@ -70,7 +76,7 @@ def test_sparse_soft_labels_are_distributions(classes, rows, seed, scale):
 
 
 @FAST
-@given(st.integers(1, 200), st.floats(0, 1), st.integers(0, 2**16))
+@given(st.integers(1, 200), st.floats(0, 1, exclude_max=True), st.integers(0, 2**16))
 def test_magnitude_mask_keeps_the_stated_count(numel, sparsity, seed):
     w = torch.randn(numel, generator=torch.Generator().manual_seed(seed))
     mask = prune.magnitude_mask(w, sparsity)

@@ -3,9 +3,9 @@ MiniViT's weight multiplexing.
 
 Read top to bottom:
 
-1. Checks: ``SHARING_MODES`` (which weights a layer shares with its group),
-   ``check_mode``, ``check_embedding_size``, ``layer_groups`` (ALBERT's
-   ``group_idx = int(i / (L / G))``) and ``check_repeats``.
+1. Validators: ``SHARING_MODES`` (which weights a layer shares with its group),
+   ``require_mode``, ``require_embedding_size``, ``layer_groups`` (ALBERT's
+   ``group_idx = int(i / (L / G))``) and ``require_repeats``.
 2. ALBERT's parameter arithmetic: ``SharedConfig`` (ALBERT-base by default)
    and ``parameter_count``, which counts every part from the config alone
    (embeddings V x E + E x H instead of V x H, one set of layer weights per
@@ -59,14 +59,14 @@ ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh
 
 
 # ------------------------------------------------------------------ checks
-def check_mode(mode) -> str:
+def require_mode(mode) -> str:
     if mode not in SHARING_MODES:
         raise LightKDError(f"sharing mode must be one of {', '.join(map(repr, SHARING_MODES))} "
                            f"(what a layer shares with its group), got {mode!r}")
     return mode
 
 
-def check_embedding_size(embedding_size, hidden_size) -> int:
+def require_embedding_size(embedding_size, hidden_size) -> int:
     """E must be a positive integer no larger than H (factorizing into a wider E saves nothing)."""
     if isinstance(embedding_size, bool) or not isinstance(embedding_size, int) or embedding_size < 1:
         raise LightKDError(f"embedding_size E must be a positive integer, got {embedding_size!r}")
@@ -88,7 +88,7 @@ def layer_groups(depth: int, groups: int) -> list[int]:
     return [i * groups // depth for i in range(depth)]
 
 
-def check_repeats(repeats, depth: int) -> int:
+def require_repeats(repeats, depth: int) -> int:
     """MiniViT's ``repeated_times``: how many consecutive layers use one block's weights."""
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise LightKDError(f"repeats must be a positive integer (1 = no sharing), got {repeats!r}")
@@ -103,7 +103,7 @@ def tied_indices(mode: str, depth: int, groups: int = 1) -> tuple[list[int], lis
 
     ``("all", 6, 1)`` -> every layer uses attention 0 and FFN 0;
     ``("attention", 6, 1)`` -> attention 0 everywhere, FFN i in layer i."""
-    check_mode(mode)
+    require_mode(mode)
     group = layer_groups(depth, groups)
     own = list(range(depth))
     attention = group if mode in ("all", "attention") else own
@@ -140,8 +140,8 @@ class SharedConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise LightKDError(f"{name} must be a positive integer, got {value!r}")
-        check_mode(self.sharing)
-        check_embedding_size(self.embedding_size, self.hidden_size)
+        require_mode(self.sharing)
+        require_embedding_size(self.embedding_size, self.hidden_size)
         layer_groups(self.num_hidden_layers, self.num_groups)
         if self.hidden_size % self.num_attention_heads:
             raise LightKDError(f"hidden_size {self.hidden_size} must be divisible by num_attention_heads "
@@ -352,7 +352,7 @@ class FactorizedEmbedding(nn.Module):
 
     def __init__(self, vocab_size: int, embedding_size: int, hidden_size: int):
         super().__init__()
-        check_embedding_size(embedding_size, hidden_size)
+        require_embedding_size(embedding_size, hidden_size)
         self.embed = nn.Embedding(vocab_size, embedding_size)
         self.project = nn.Linear(embedding_size, hidden_size, bias=False)
 
@@ -380,7 +380,7 @@ class FactorizedEmbedding(nn.Module):
 
 def factorized_params(vocab_size: int, embedding_size: int, hidden_size: int) -> int:
     """V x E + E x H (the E x H projection has no bias here)."""
-    check_embedding_size(embedding_size, hidden_size)
+    require_embedding_size(embedding_size, hidden_size)
     return vocab_size * embedding_size + embedding_size * hidden_size
 
 
@@ -390,7 +390,7 @@ def factorize_embeddings(model: nn.Module, embedding_size: int) -> nn.Module:
     table = model.get_input_embeddings()
     if not isinstance(table, nn.Embedding):
         raise LightKDError(f"the model's input embedding is a {type(table).__name__}, not an nn.Embedding")
-    check_embedding_size(embedding_size, table.weight.shape[1])
+    require_embedding_size(embedding_size, table.weight.shape[1])
     model.set_input_embeddings(FactorizedEmbedding.from_weight(table.weight, embedding_size))
     return model
 
@@ -433,7 +433,7 @@ def shared_student(teacher: nn.Module, mode: str = "all", groups: int = 1, init:
     first / middle / last of them. ``embedding_size``: also factorize the
     word embeddings to V x E + E x H (truncated SVD of the teacher's table).
     """
-    check_mode(mode)
+    require_mode(mode)
     if init not in INIT_CHOICES:
         raise LightKDError(f"init must be one of {', '.join(map(repr, INIT_CHOICES))}, got {init!r}")
     student = copy.deepcopy(teacher)
@@ -481,7 +481,7 @@ class MiniViTConfig(ViTConfig):
         super().__post_init__()
         if self.share_weights:
             raise LightKDError("MiniViTConfig shares through repeats=; leave share_weights False")
-        check_repeats(self.repeats, self.depth)
+        require_repeats(self.repeats, self.depth)
 
     @property
     def unique_blocks(self) -> int:

@@ -274,24 +274,35 @@ def bootstrap_interval(correct_a, correct_b=None, *, resamples: int = 2000, leve
                        seed: int = 0) -> tuple[float, float, float]:
     """(difference, low, high) of accuracy A minus accuracy B on the same test
     examples, with a paired bootstrap over the examples (percentile interval).
-    ``correct_*`` are 0/1 per example, or (runs, examples) for several seeds,
-    averaged over runs first. Without ``correct_b``: accuracy A's interval."""
+    Without ``correct_b``: accuracy A's interval.
+
+    ``correct_*`` are 0/1 per example, or (runs, examples) for several seeds.
+    With several runs each resample also draws the runs (the same run indices
+    for both arms when they have as many runs: paired seeds), so the interval
+    holds the seed-to-seed spread as well as the test set's. Averaging the
+    seeds first and resampling examples alone would hide the spread between
+    training runs, which on a small budget is often the larger of the two."""
     a = np.asarray(correct_a, dtype=float)
-    a = a.mean(0) if a.ndim == 2 else a
-    b = np.zeros_like(a)
-    if correct_b is not None:
-        b = np.asarray(correct_b, dtype=float)
-        b = b.mean(0) if b.ndim == 2 else b
-        if b.shape != a.shape:
-            raise LightKDError(f"both arms must be scored on the same examples, got {a.shape} and {b.shape}")
-    if a.ndim != 1 or len(a) < 2:
+    b = np.zeros_like(a) if correct_b is None else np.asarray(correct_b, dtype=float)
+    if a.ndim not in (1, 2) or b.ndim not in (1, 2):
+        raise LightKDError("per-example scores must be 1-D (examples) or 2-D (runs, examples)")
+    a, b = (a if a.ndim == 2 else a[None]), (b if b.ndim == 2 else b[None])
+    if a.shape[1] != b.shape[1]:
+        raise LightKDError(f"both arms must be scored on the same examples, got {a.shape[1]} and {b.shape[1]}")
+    n = a.shape[1]
+    if n < 2:
         raise LightKDError("need per-example scores of at least two examples")
     if not isinstance(resamples, int) or resamples < 100:
         raise LightKDError(f"resamples must be an integer >= 100, got {resamples!r}")
-    diff = a - b
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(resamples, len(diff)))
-    stats = diff[idx].mean(1)
+    examples = rng.integers(0, n, size=(resamples, n))
+    diff = a.mean(0) - b.mean(0)
+    if len(a) == 1 and len(b) == 1:
+        stats = diff[examples].mean(1)
+    else:
+        runs_a = rng.integers(0, len(a), size=(resamples, len(a)))
+        runs_b = runs_a if len(b) == len(a) else rng.integers(0, len(b), size=(resamples, len(b)))
+        stats = np.array([(a[ra].mean(0) - b[rb].mean(0))[ex].mean() for ra, rb, ex in zip(runs_a, runs_b, examples)])
     tail = (1 - level) / 2 * 100
     return float(diff.mean()), float(np.percentile(stats, tail)), float(np.percentile(stats, 100 - tail))
 

@@ -225,6 +225,13 @@ def test_intervals():
     d, lo, hi = results.bootstrap_interval(a, b)
     assert lo > 0 and lo < d < hi
     assert results.bootstrap_interval(a, a)[1:] == (0.0, 0.0)
+    # Several seeds per arm: the runs are resampled too, so a large seed-to-seed spread widens the
+    # interval that averaging the seeds first would hide.
+    steady = np.stack([a, a, a])
+    shaky = np.stack([a, np.where(rng.random(2000) < 0.1, 0.0, a), np.maximum(a, rng.random(2000) < 0.1)])
+    _, lo_avg, hi_avg = results.bootstrap_interval(shaky.mean(0), steady.mean(0))
+    _, lo_runs, hi_runs = results.bootstrap_interval(shaky, steady)
+    assert hi_runs - lo_runs > 1.5 * (hi_avg - lo_avg)
     with pytest.raises(LightKDError):
         results.paired_interval([1, 2], [1, 2, 3])
     with pytest.raises(LightKDError):
@@ -319,3 +326,20 @@ def test_scoreboard_gathers_every_chapter_in_one_shape(tmp_path, monkeypatch):
 def test_pareto_front():
     assert results.pareto_front([(1, 0.5), (2, 0.6), (1.5, 0.4), (3, 0.6), (0.5, 0.3)]) == [4, 0, 1]
     assert results.pareto_front([]) == []
+
+
+def test_every_chapter_ends_with_a_claim_ledger():
+    """Every chapter's results file carries claims with a verdict by the book's rule, and every
+    verdict agrees with the recorded effect, interval and threshold (nothing typed by hand)."""
+    root = Path(__file__).resolve().parents[1]
+    chapters = sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert chapters, "no chapters found"
+    for chapter in chapters:
+        metrics = json.loads((root / "results" / f"{chapter}.json").read_text())["metrics"]
+        ids = {k.split(".")[1] for k in metrics if k.startswith("claims.") and k.endswith(".verdict")}
+        assert ids, f"{chapter} records no claim ledger"
+        for cid in ids:
+            get = lambda field: metrics[f"claims.{cid}.{field}"]["value"]
+            expected = results.verdict(get("effect"), (get("ci_low"), get("ci_high")), threshold=get("threshold"),
+                                       direction=get("direction"))
+            assert get("verdict") == expected, (chapter, cid)

@@ -248,3 +248,47 @@ def test_gradual_schedule_and_fine_tune():
     info = prune.fine_tune_gradual(model, [batch(seed=s) for s in range(4)], final=0.6, steps=8, every=2, lr=1e-3)
     assert abs(prune.sparsity_of(prune.masks_from_zeros(model)) - 0.6) < 1e-3
     assert [s for _, s in info["schedule"]] == sorted(s for _, s in info["schedule"])
+
+
+class _Tokenizer:
+    """Just enough of a tokenizer for vocabulary_of: words are ids."""
+    all_special_ids = [0, 1]
+
+    def __call__(self, texts, add_special_tokens=True):
+        return {"input_ids": [[0] + [int(w) for w in t.split()] + [1] for t in texts]}
+
+
+def test_trim_vocabulary_changes_nothing_on_kept_tokens_and_reads_the_rest_as_unk(tmp_path):
+    from lightkd import bench
+    model = tiny_bert().eval()
+    keep = prune.vocabulary_of(["5 9 12", "7 5"], _Tokenizer())
+    assert keep == [0, 1, 5, 7, 9, 12]
+    unk = 7
+    small = prune.trim_vocabulary(model, keep, unk_id=unk).eval()
+    assert small.model.bert.embeddings.word_embeddings.weight.shape[0] == len(keep)
+    assert small.model.bert.embeddings.word_embeddings.padding_idx == 0  # [PAD] kept its role
+    kept_ids = torch.tensor([[0, 5, 9, 12, 1], [0, 7, 5, 1, 1]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    with torch.no_grad():
+        torch.testing.assert_close(small(input_ids=kept_ids, attention_mask=mask).logits,
+                                   model(input_ids=kept_ids, attention_mask=mask).logits)
+        unseen = torch.tensor([[0, 5, 33, 12, 1]])  # 33 was never kept: the model reads [UNK] there
+        torch.testing.assert_close(small(input_ids=unseen).logits,
+                                   model(input_ids=torch.tensor([[0, 5, unk, 12, 1]])).logits)
+    # the original is untouched, and the trimmed model exports as it is
+    assert model.bert.embeddings.word_embeddings.weight.shape[0] == model.config.vocab_size != len(keep)
+    path = bench.export_onnx(small, tmp_path / "small.onnx", {"input_ids": kept_ids, "attention_mask": mask})
+    runner = bench.OnnxRunner(path)
+    longer = torch.tensor([[0, 5, 9, 12, 33, 7, 1]])
+    torch.testing.assert_close(runner(input_ids=longer).logits, small(input_ids=longer).logits, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("keep, unk, match", [([], 0, "keep_ids"), ([0, 10_000], 0, "keep_ids"),
+                                              ([-1, 3], 3, "keep_ids"), ([0, 3], 5, "unk_id")])
+def test_trim_vocabulary_bad_input(keep, unk, match):
+    with pytest.raises(LightKDError, match=match):
+        prune.trim_vocabulary(tiny_bert(), keep, unk_id=unk)
+    with pytest.raises(LightKDError, match="BERT-family"):
+        prune.trim_vocabulary(nn.Linear(2, 2), [0, 1], unk_id=0)
+    with pytest.raises(LightKDError, match="texts"):
+        prune.vocabulary_of([], _Tokenizer())

@@ -101,6 +101,71 @@ def pool_tokens(tokens: torch.Tensor, side: int) -> torch.Tensor:
     return F.avg_pool2d(grid, s // side).flatten(2).transpose(1, 2)
 
 
+class PyramidExtractor(nn.Module):
+    """Pictures -> visual tokens from two levels of a frozen convnet: the
+    stride-16 map (edges, colours) and the final stride-32 map (parts,
+    objects), each average-pooled to ``grid`` x ``grid`` cells and joined
+    channel-wise. A two-level stand-in for MiniVLM's EfficientNet + BiFPN
+    extractor: one pass through the backbone, no detector."""
+
+    def __init__(self, extractor, grid: int):
+        super().__init__()
+        from .extractors import STRIDE16_UPTO
+        self.extractor, self.grid = extractor, _check_side(grid, "grid")
+        self.name = {"MobileNetV2": "mobilenet_v2", "EfficientNetLite0": "efficientnet_lite0"}.get(
+            type(extractor.backbone).__name__)
+        if self.name is None:
+            raise LightKDError("PyramidExtractor needs a convnet extractor (mobilenet_v2 or efficientnet_lite0)")
+        self.split = STRIDE16_UPTO[self.name]
+        self.image_size = extractor.image_size
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.extractor.prepare(images)
+        blocks = self.extractor.backbone.blocks()
+        for block in blocks[:self.split]:
+            x = block(x)
+        middle = x
+        for block in blocks[self.split:]:
+            x = block(x)
+        if self.grid > min(x.shape[-2:]):
+            raise LightKDError(f"grid {self.grid} is finer than the final {tuple(x.shape[-2:])} map")
+        maps = [F.adaptive_avg_pool2d(m, self.grid) for m in (middle, x)]
+        return torch.cat(maps, 1).flatten(2).transpose(1, 2)
+
+    def encode(self, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        return torch.cat([self(images[s:s + batch_size]) for s in range(0, len(images), batch_size)])
+
+
+def load_pyramid(name: str, image_size: int, grid: int) -> PyramidExtractor:
+    from .extractors import load_extractor
+    return PyramidExtractor(load_extractor(name, image_size=image_size), grid)
+
+
+def pyramid_tokens(name: str, images: torch.Tensor, *, data: str, image_size: int, grid: int) -> tuple:
+    """The pyramid tokens of ``images`` (float32), computed once and cached
+    (float16) like ``extractors.cached_tokens``; returns (tokens, info) with
+    the seconds the encoding took."""
+    import hashlib
+    import time
+    from . import zoo
+    if not isinstance(data, str) or not data:
+        raise LightKDError(f"data must name the pictures (a non-empty string), got {data!r}")
+    pixels = images.detach().contiguous().cpu()
+    spec = {"extractor": name, "image_size": image_size, "grid": grid, "data": data, "n": len(pixels),
+            "pixels": hashlib.sha1(pixels.numpy().tobytes()).hexdigest()[:16], "pyramid": "s16+s32", "version": 1}
+
+    def compute():
+        extractor = load_pyramid(name, image_size, grid)
+        start = time.perf_counter()
+        tokens = extractor.encode(pixels)
+        seconds = time.perf_counter() - start
+        return {"tokens": tokens.half()}, {"seconds": round(seconds, 2), "ms_per_image": 1000 * seconds / len(pixels)}
+
+    tensors, info = zoo.cached_tensors("vlm-pyramid-tokens", spec, compute)
+    return tensors["tokens"].float(), info
+
+
 # ------------------------------------------------------------ 2. the fusion model
 class FusionLayer(nn.Module):
     """One BERT layer (post-norm), the parameter names of transformers'
@@ -278,6 +343,15 @@ def minivlm_student(teacher: FusionVLM, visual_dim: int, n_layers: int = 2) -> F
         for mine, j in zip(student.layers, layers):
             mine.load_state_dict(teacher.layers[j - 1].state_dict())
     return student
+
+
+def minivlm_from_pretrained(bert, visual_dim: int, num_answers: int, n_layers: int = 2) -> FusionVLM:
+    """MiniVLM's student as the paper builds it: a small *pretrained*
+    transformer (here ``n_layers`` of the pretrained BERT's layers, spread
+    evenly, with its embeddings) that has not seen the task; only the
+    teacher's lessons (distillation) or the labels teach it VQA."""
+    n = bert.config.num_hidden_layers
+    return FusionVLM.from_bert(bert, visual_dim, num_answers, layers=[j - 1 for j in spread(n, n_layers)])
 
 
 class VLMPipeline(nn.Module):
@@ -467,11 +541,23 @@ def teacher_targets(teacher: FusionVLM, batches: VQABatches, student_visual: int
     return {"logits": logits, "hidden": hidden, "attention": attention}
 
 
+UNLABELLED = -100  # the label of a question only the teacher answers (the transfer set)
+
+
+def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the labelled questions of a batch (label != UNLABELLED); 0 when there are none."""
+    labelled = labels != UNLABELLED
+    if not labelled.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[labelled], labels[labelled])
+
+
 def distilvlm_loss(student_out: ModelOutput, batch: dict, *, temperature: float = 2.0, kd: float = 1.0,
                    hidden: float = 1.0, attention: float = 1.0) -> tuple[torch.Tensor, dict]:
     """DistilVLM's objective on one batch, token by token:
 
-    cross-entropy with the labels + ``kd`` * T^2 KL(teacher || student) at
+    cross-entropy with the labels (questions labelled ``UNLABELLED`` have
+    none: they are the transfer set) + ``kd`` * T^2 KL(teacher || student) at
     temperature T + ``hidden`` * MSE of the embedding output and the matched
     layers' hidden states + ``attention`` * squared error of the matched
     layers' attention rows (summed over keys, averaged over heads and real
@@ -479,7 +565,7 @@ def distilvlm_loss(student_out: ModelOutput, batch: dict, *, temperature: float 
     batch (``t_logits``, ``t_hidden``, ``t_attention``)."""
     labels = batch["labels"]
     logits = student_out.logits
-    ce = F.cross_entropy(logits, labels)
+    ce = labelled_cross_entropy(logits, labels)
     if not all(k in batch for k in ("t_logits", "t_hidden", "t_attention")):
         raise LightKDError("batch has no teacher targets (t_logits, t_hidden, t_attention): build the batches "
                            "with targets=teacher_targets(...)")
@@ -512,7 +598,7 @@ def vqa_loss(model: FusionVLM, batch: dict, mode: str = "labels", **weights) -> 
     out = model(batch["visual"], batch["input_ids"], batch["attention_mask"],
                 output_hidden_states=distil, output_attentions=distil)
     if not distil:
-        ce = F.cross_entropy(out.logits, batch["labels"])
+        ce = labelled_cross_entropy(out.logits, batch["labels"])
         return ce, {"ce": ce.item()}
     return distilvlm_loss(out, batch, **weights)
 

@@ -257,3 +257,33 @@ def test_exercise_checks_accept_the_reference_and_reject_a_wrong_answer():
     assert not vlm.check_pool_tokens(lambda t, s: t[:, :s * s], trials=5, seed=0)
     assert vlm.check_student_positions(vlm.student_positions, trials=5, seed=0)
     assert not vlm.check_student_positions(lambda tv, sv, l: torch.arange(sv + l), trials=5, seed=0)
+
+
+def test_pyramid_extractor_joins_two_levels_of_one_pass():
+    from lightkd import extractors
+    torch.manual_seed(0)
+    backbone = extractors.MobileNetV2().eval()
+    images = torch.rand(2, 3, 64, 64)
+    pyramid = vlm.PyramidExtractor(extractors.ImageExtractor(backbone, image_size=64), grid=2)
+    tokens = pyramid(images)
+    assert tokens.shape == (2, 4, 96 + 1280)
+    middle = extractors.ImageExtractor(backbone, image_size=64, upto=extractors.STRIDE16_UPTO["mobilenet_v2"], grid=2)
+    final = extractors.ImageExtractor(backbone, image_size=64, grid=2)
+    assert torch.allclose(tokens[..., :96], middle(images), atol=1e-5)
+    assert torch.allclose(tokens[..., 96:], final(images), atol=1e-5)
+    with pytest.raises(LightKDError, match="grid 4 is finer"):
+        vlm.PyramidExtractor(extractors.ImageExtractor(backbone, image_size=64), grid=4)(images)
+
+
+def test_minivlm_from_pretrained_and_transfer_set_labels():
+    bert = tiny_bert(6)
+    student = vlm.minivlm_from_pretrained(bert, 6, 5, n_layers=2)
+    ref = vlm.FusionVLM.from_bert(bert, 6, 5, layers=[2, 5])
+    for (n, p), (_, q) in zip(student.layers.named_parameters(), ref.layers.named_parameters()):
+        assert torch.equal(p, q), n
+    logits = torch.randn(4, 5, requires_grad=True)
+    labels = torch.tensor([1, vlm.UNLABELLED, 3, vlm.UNLABELLED])
+    assert torch.allclose(vlm.labelled_cross_entropy(logits, labels), F.cross_entropy(logits[[0, 2]], labels[[0, 2]]))
+    none = vlm.labelled_cross_entropy(logits, torch.full((4,), vlm.UNLABELLED))
+    assert none.item() == 0.0
+    none.backward()                                        # a batch without labels still back-propagates

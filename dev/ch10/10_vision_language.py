@@ -90,7 +90,7 @@ rec = Recorder("10_vision_language")
 # *transfer set* of distillation, as DistilVLM distils on image-text pairs nobody labelled for
 # the task. Whatever the teacher knows beyond the 64 labels has room to show.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 vqa = data.load_vqa()
 N_TRAIN_IMAGES, N_TEST_IMAGES = 500, 200
 T_STEPS, T_BATCH = 100, 16                 # the teacher: 100 steps of 16 questions
@@ -111,7 +111,7 @@ test_kinds = np.array([kind_of(te.questions[i]) for i in test_q])
 print(f"{len(train_q):,} training questions about {N_TRAIN_IMAGES} pictures; {len(test_q):,} test questions "
       f"about {N_TEST_IMAGES}; answers: {', '.join(vqa.answer_names)}")
 
-# %%
+# %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(2, 6, figsize=(11, 4.4))
 for ax, q in zip(axes.flat, range(0, 12 * 9, 9)):
     ax.imshow(te.images[te.image_index[q]].permute(1, 2, 0).numpy())
@@ -166,7 +166,7 @@ print("boxes of the 2 x 2 grid (x1, y1, x2, y2, w, h):\n", vlm.grid_boxes(2).num
 # MiniVLM and DistilVLM precompute their region features). The encoding time per picture is the
 # first hint of where a VLM's time goes.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 TEACHER_X = dict(name="efficientnet_lite0", image_size=128, grid=4)
 STUDENT_X = dict(name="mobilenet_v2", image_size=64, grid=2)
 def tokens_of(x, images, split):
@@ -188,7 +188,7 @@ print(f"teacher tokens {tuple(t_test.shape[1:])} per picture, student tokens {tu
 # against `lightkd.vlm.FusionLayer` and against transformers' own `BertLayer`, on a tiny random
 # layer and on the real MiniLM-L6 that the teacher starts from.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 def my_bert_layer(layer, x, mask):
     """One post-norm BERT layer: self-attention, add & norm, feed-forward, add & norm."""
     b, s, h = x.shape
@@ -225,7 +225,7 @@ print(f"my layer == vlm.FusionLayer == transformers BertLayer (MiniLM-L6 layer 1
 # pretrained ones. The word-piece embeddings stay frozen (a 30,522 x 384 table whose update would
 # cost more than the layers'). It trains once and is cached.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 def batches(visual, which, n=None, *, shuffle=False, seed=0, targets=None, batch_size=64):
     q, y, img = (q_train, y_train, img_train) if which == "train" else (q_test, y_test, img_test)
     rows = slice(None) if n is None else slice(0, n)
@@ -273,7 +273,7 @@ print(f"teacher: trained {teacher.lightkd_info['steps']} steps in {teacher.light
 # one question, and their two parts apart, all round-robin on one thread: each round runs every
 # part once, so a burst of load on a shared machine hits all of them alike.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 teacher_pipe = vlm.VLMPipeline(vlm.load_pyramid(**TEACHER_X), teacher, image_size=64).eval()
 student_shape = vlm.minivlm_from_pretrained(bert, s_train.shape[-1], vqa.num_answers, n_layers=2).eval()
 student_pipe = vlm.VLMPipeline(vlm.load_pyramid(**STUDENT_X), student_shape, image_size=64).eval()
@@ -290,7 +290,32 @@ for who in ("teacher", "student"):
           f"(end to end {t['total'].median_ms:.2f} ms); parameters {params[who]['extractor'] / 1e6:.2f}M + "
           f"{params[who]['transformer'] / 1e6:.2f}M")
 
-# %%
+def rounds(who, part):
+    return np.array(timing[who][part].times_ms)
+
+share_rounds = rounds("teacher", "extractor") / (rounds("teacher", "extractor") + rounds("teacher", "transformer"))
+share = results.mean_interval(share_rounds)
+speed_rounds = rounds("teacher", "total") / rounds("student", "total")
+speed = results.mean_interval(speed_rounds)
+p_teacher = params["teacher"]["extractor"] + params["teacher"]["transformer"]
+p_student = params["student"]["extractor"] + params["student"]["transformer"]
+for who in ("teacher", "student"):
+    rec.record(f"{who}.latency_ms", timing[who]["total"].median_ms, unit="ms",
+               note=f"batch 1, one picture and one question, median of {len(rounds(who, 'total'))} round-robin rounds, "
+                    f"{THREADS} thread(s)")
+    rec.record(f"{who}.latency_ms_extractor", timing[who]["extractor"].median_ms, unit="ms")
+    rec.record(f"{who}.latency_ms_transformer", timing[who]["transformer"].median_ms, unit="ms")
+    rec.record(f"{who}.params", params[who]["extractor"] + params[who]["transformer"], unit="params")
+    rec.record(f"{who}.params_extractor", params[who]["extractor"], unit="params")
+    rec.record(f"{who}.params_transformer", params[who]["transformer"], unit="params")
+rec.record("teacher.extractor_share", share[0], unit="fraction", source="MiniVLM Fig. 1 (the detector dominates)",
+           note="extractor time / (extractor + transformer), mean over rounds")
+rec.record("student.speedup", float(np.median(speed_rounds)), unit="x", paper=1 / 0.06,
+           source="MiniVLM: 94% less inference time", note="median of per-round teacher / student times, batch 1")
+rec.record("student.params_ratio", p_student / p_teacher, unit="ratio", paper=0.27, source="MiniVLM: 73% smaller",
+           note="all parameters, extractor + fusion transformer (word embeddings included)")
+
+# %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 2.8))
 for ax, (what, unit) in zip(axes, (("ms", "median ms, batch 1"), ("params", "parameters (millions)"))):
     for row, who in enumerate(("teacher", "student")):
@@ -305,6 +330,19 @@ axes[0].legend(loc="lower right", fontsize=8)
 fig.suptitle("MiniVLM's time breakdown: extractor vs fusion transformer", y=1.02)
 plt.tight_layout(); plt.show()
 
+# %% tags=["remove-input", "nbval-ignore-output"]
+emb = vlm.count_params(student_shape.word)
+display(Markdown(
+    f"The teacher spends {share[0]:.0%} of its time in the extractor (95% interval {share[1]:.0%} to "
+    f"{share[2]:.0%} over the rounds) and the student "
+    f"{np.mean(rounds('student', 'extractor') / (rounds('student', 'extractor') + rounds('student', 'transformer'))):.0%}. "
+    f"End to end the student answers {np.median(speed_rounds):.1f}x faster. In parameters it is "
+    f"{100 * (1 - p_student / p_teacher):.0f}% smaller, not MiniVLM's 73%: our teacher is already a *mini* model "
+    f"(MiniLM-L6 and a 4.7M-parameter convnet, where MiniVLM's teacher had BERT-base and a Faster R-CNN), and "
+    f"{emb / 1e6:.1f}M of the student's {p_student / 1e6:.1f}M parameters are the word-piece table, which a "
+    f"two-layer transformer keeps whole. A VQA model that only ever reads easy-VQA's few dozen words could drop "
+    f"most of that table (chapter 3's vocabulary trimming)."))
+
 # %% [markdown]
 # ## 5. DistilVLM: align the regions, then distil token by token
 #
@@ -315,7 +353,7 @@ plt.tight_layout(); plt.show()
 # student's four quadrants, each one's feature being the teacher's own features averaged over the
 # quadrant (`vlm.pool_tokens`), so token $i$ is the same region for both.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 img = te.images[te.image_index[0]].permute(1, 2, 0).numpy()
 fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
 for ax, (title, side, n) in zip(axes, (("student's 4 regions", 2, 4), ("teacher's regions 1-4 (unaligned)", 4, 4),
@@ -334,7 +372,7 @@ plt.tight_layout(); plt.show()
 # their attention rows restricted to those positions and renormalised) are computed once per
 # arm, and every student reads them from there.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 assert vlm.student_positions(16, 4, 3).tolist() == [0, 1, 2, 3, 16, 17, 18]   # unaligned: the top row
 assert vlm.student_positions(4, 4, 3).tolist() == list(range(7))              # aligned: one to one
 MATCHED = vlm.spread(6, 2)                                                    # student layers 1, 2 <- teacher 3, 6
@@ -362,7 +400,7 @@ print(f"teacher targets: hidden {tuple(targets['aligned']['hidden'].shape)}, att
 # the distilled arms the cross-entropy with the label counts only on the 64 labelled questions
 # (`vlm.UNLABELLED` marks the others).
 
-# %%
+# %% tags=["nbval-ignore-output"]
 y_semi = y_train.clone()
 y_semi[N_LABELLED:] = vlm.UNLABELLED
 
@@ -396,7 +434,7 @@ for mode in ARMS:
 # questions, so their difficulty cancels), with each arm's seeds resampled as well, so the
 # seed-to-seed spread is inside the interval.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 NAMES = {"labels": "student.labels_only", "unaligned": "student.distil_unaligned", "aligned": "student.distil_aligned"}
 acc_t, acc_t_lo, acc_t_hi = results.bootstrap_interval(teacher_correct)
 rec.record("teacher.vqa.accuracy", acc_t, unit="fraction", paper=None,
@@ -410,6 +448,10 @@ for mode in ARMS:
     rec.record(f"{NAMES[mode]}.vqa.accuracy", a, unit="fraction", note=f"mean of seeds {SEEDS}; 95% interval {lo:.4f}-{hi:.4f}")
     rec.record(f"{NAMES[mode]}.vqa.accuracy_ci_low", lo, unit="fraction")
     rec.record(f"{NAMES[mode]}.vqa.accuracy_ci_high", hi, unit="fraction")
+kept = arm_acc["aligned"][0] / acc_t
+rec.record("student.accuracy_kept", kept, unit="fraction", paper=0.94, source="MiniVLM: keeps 94-97% of the accuracy",
+           note="aligned-distilled student / teacher, VQA accuracy")
+
 
 kinds = ["colour", "shape", "yes / no"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"width_ratios": [1, 1.4]})
@@ -428,6 +470,20 @@ axes[1].set_xticks(range(3), [f"{kd} ({(test_kinds == kd).sum()})" for kd in kin
 axes[1].set_ylabel("accuracy by question kind")
 plt.tight_layout(); plt.show()
 
+# %% tags=["remove-input", "nbval-ignore-output"]
+by_kind = {kd: (teacher_correct[test_kinds == kd].mean(), correct["labels"][:, test_kinds == kd].mean(),
+                correct["aligned"][:, test_kinds == kd].mean()) for kd in kinds}
+display(Markdown(
+    f"The teacher answers {acc_t:.1%} of the test questions ({acc_t_lo:.1%} to {acc_t_hi:.1%}); re-run on the "
+    f"student's four regions it still answers {teacher_aligned_correct.mean():.1%}, so the aligned targets come from "
+    f"a teacher that reads the coarser grid almost as well. With 64 labels the student reaches "
+    f"{arm_acc['labels'][0]:.1%}; the teacher's answers on 640 more questions lift it to "
+    f"{arm_acc['unaligned'][0]:.1%} (unaligned) and {arm_acc['aligned'][0]:.1%} (aligned). "
+    + " ".join(f"On {kd} questions: teacher {t:.0%}, labels only {l:.0%}, aligned {a:.0%}." for kd, (t, l, a) in
+               by_kind.items())
+    + " Colour questions are rare in easy-VQA (about 7% of them) and none of the models learns them in this "
+      "short training: the gains come from the shapes and the yes/no questions."))
+
 # %% [markdown]
 # ## 7. Which region does a word look at?
 #
@@ -435,7 +491,7 @@ plt.tight_layout(); plt.show()
 # for the teacher over its 16 regions and for the aligned student over its 4. The words of a
 # question about a shape should read the cells the shape sits in.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 def word_to_region(model, visual, q_index):
     ids = q_test["input_ids"][q_index:q_index + 1]
     m = q_test["attention_mask"][q_index:q_index + 1]
@@ -466,13 +522,47 @@ for col, qi in enumerate(shape_qs):
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
+# How much of that attention lands on the shape? In easy-VQA the background is one flat colour,
+# so the shape's pixels are those that differ from the corner pixel. For every test question with
+# the word "shape" we take the share of each region covered by the shape, and compare the
+# attention-weighted coverage with what attention spread evenly over the regions would give.
+
+# %% tags=["nbval-ignore-output"]
+def shape_cover(picture, side):
+    """(side*side,) share of each grid cell covered by the shape (pixels unlike the corner's)."""
+    mask = ((picture - picture[:, :1, :1]).abs().sum(0) > 0.1).float()
+    return F.adaptive_avg_pool2d(mask[None, None], side).flatten()
+
+def attention_lift(model, visual, questions):
+    side = vlm.grid_side(visual.shape[1])
+    got, even = [], []
+    for qi in questions:
+        att, words = word_to_region(model, visual, qi)
+        cover = shape_cover(te.images[img_test[qi]], side)
+        got.append(float(att[words.index("shape")] @ cover))
+        even.append(float(cover.mean()))
+    return float(np.mean(got) / np.mean(even))
+
+shape_word_qs = [i for i in range(len(test_q)) if "shape" in te.questions[test_q[i]].replace("?", "").split()]
+lift_t = rec.record("teacher.attention_on_shape_lift", attention_lift(teacher, t_test, shape_word_qs), unit="x",
+                    note=f"last layer, heads averaged, 'shape' -> regions; {len(shape_word_qs)} test questions")
+lift_s = rec.record("student.distil_aligned.attention_on_shape_lift",
+                    attention_lift(students["aligned"][0], s_test, shape_word_qs), unit="x",
+                    note="the same for the aligned student, first seed")
+lift_l = rec.record("student.labels_only.attention_on_shape_lift",
+                    attention_lift(students["labels"][0], s_test, shape_word_qs), unit="x",
+                    note="the same for the labels-only student, first seed")
+print(f"attention on the shape, relative to even attention: teacher {lift_t:.2f}x, aligned student {lift_s:.2f}x, "
+      f"labels-only student {lift_l:.2f}x")
+
+# %% [markdown]
 # ## 8. Try it: ask the models
 #
 # Pick a test picture and a question; the three students and the teacher answer, and the maps
 # show where the chosen word looks. The widget is live in Jupyter or Colab; in the static book,
 # the figure above shows a few of its states.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 import ipywidgets as widgets
 QUESTIONS = ["what color is the shape?", "what shape is in the image?", "is there a circle?",
              "is there a red shape?", "does the image contain a triangle?", "is there a blue shape?"]
@@ -536,7 +626,7 @@ assert vlm.check_student_positions(student_positions)
 
 # %% tags=["remove-input", "nbval-ignore-output"]
 big = vlm.load_pyramid("efficientnet_lite0", 224, 4)
-ext224 = bench.latency(big, one_image, repeats=5, warmup=2, num_threads=THREADS).median_ms
+ext224 = bench.latency(big, one_image, repeats=7, warmup=2, num_threads=THREADS).median_ms
 share224 = ext224 / (ext224 + timing["teacher"]["transformer"].median_ms)
 share128 = timing["teacher"]["extractor"].median_ms / (timing["teacher"]["extractor"].median_ms
                                                        + timing["teacher"]["transformer"].median_ms)
@@ -557,6 +647,15 @@ display(paper_table(rec, ["teacher.vqa.accuracy", "student.labels_only.vqa.accur
                           "student.distil_unaligned.vqa.accuracy", "student.distil_aligned.vqa.accuracy",
                           "student.accuracy_kept", "teacher.latency_ms", "teacher.extractor_share",
                           "student.latency_ms", "student.speedup", "student.params_ratio"]))
+display(Markdown(
+    f"- **Accuracy**: the papers' numbers are VQA v2 and COCO; ours are easy-VQA with a teacher trained for "
+    f"{T_STEPS} steps. Only the ratios carry over: the aligned student keeps {kept:.0%} of the teacher's accuracy "
+    f"(MiniVLM: 94-97%).\n"
+    f"- **Speed**: {np.median(speed_rounds):.1f}x against MiniVLM's 94% less time (16.7x). MiniVLM removed a "
+    f"detector that ran at 600 x 1000 pixels; our teacher's extractor is already a mobile convnet on 128-pixel "
+    f"pictures, so there is much less to remove.\n"
+    f"- **Size**: {p_student / p_teacher:.0%} of the teacher's parameters against MiniVLM's 27%, for the same reason "
+    f"and because the word-piece table stays whole in the student."))
 
 # %% [markdown]
 # ## Scaling up
@@ -590,34 +689,6 @@ display(paper_table(rec, ["teacher.vqa.accuracy", "student.labels_only.vqa.accur
 display(Markdown(results.VERDICT_RULE))
 
 # %% tags=["nbval-ignore-output"]
-def rounds(who, part):
-    return np.array(timing[who][part].times_ms)
-
-share_rounds = rounds("teacher", "extractor") / (rounds("teacher", "extractor") + rounds("teacher", "transformer"))
-share = results.mean_interval(share_rounds)
-speed_rounds = rounds("teacher", "total") / rounds("student", "total")
-speed = results.mean_interval(speed_rounds)
-p_teacher = params["teacher"]["extractor"] + params["teacher"]["transformer"]
-p_student = params["student"]["extractor"] + params["student"]["transformer"]
-for who in ("teacher", "student"):
-    rec.record(f"{who}.latency_ms", timing[who]["total"].median_ms, unit="ms",
-               note=f"batch 1, one picture and one question, median of {len(rounds(who, 'total'))} round-robin rounds, "
-                    f"{THREADS} thread(s)")
-    rec.record(f"{who}.latency_ms_extractor", timing[who]["extractor"].median_ms, unit="ms")
-    rec.record(f"{who}.latency_ms_transformer", timing[who]["transformer"].median_ms, unit="ms")
-    rec.record(f"{who}.params", params[who]["extractor"] + params[who]["transformer"], unit="params")
-    rec.record(f"{who}.params_extractor", params[who]["extractor"], unit="params")
-    rec.record(f"{who}.params_transformer", params[who]["transformer"], unit="params")
-rec.record("teacher.extractor_share", share[0], unit="fraction", source="MiniVLM Fig. 1 (the detector dominates)",
-           note="extractor time / (extractor + transformer), mean over rounds")
-rec.record("student.speedup", float(np.median(speed_rounds)), unit="x", paper=1 / 0.06,
-           source="MiniVLM: 94% less inference time", note="median of per-round teacher / student times, batch 1")
-rec.record("student.params_ratio", p_student / p_teacher, unit="ratio", paper=0.27, source="MiniVLM: 73% smaller",
-           note="all parameters, extractor + fusion transformer (word embeddings included)")
-kept = arm_acc["aligned"][0] / acc_t
-rec.record("student.accuracy_kept", kept, unit="fraction", paper=0.94, source="MiniVLM: keeps 94-97% of the accuracy",
-           note="aligned-distilled student / teacher, VQA accuracy")
-
 v_share = rec.claim("minivlm_extractor_dominates", share[0], share[1:], threshold=0.5, unit="fraction",
                     claim="The visual feature extractor takes most of a VLM's inference time",
                     source="MiniVLM Section 1 / Fig. 1", note="teacher, batch 1, share of extractor + transformer")
@@ -655,6 +726,14 @@ display(results.ledger(rec))
 assert v_size == ("reproduced" if 100 * (1 - p_student / p_teacher) > 70 else "not reproduced")
 assert (d_lab[2] - d_lab[1]) / 2 < 5.0, "the test set tells a five-point difference from none"
 assert timing["teacher"]["total"].median_ms > timing["student"]["total"].median_ms, "the student is faster"
+assert v_lab == "reproduced", "the teacher's answers on the transfer set beat 64 labels alone"
+why = ("" if v_un == "reproduced" else
+       "\n\nWhy alignment does not pay off here, as far as this experiment can tell: two grids over one picture "
+       "are far less different than two detectors' regions (other boxes, another count, another order), and the "
+       "teacher's tokens 1-4 still describe the same picture, its top row. Most of what the teacher knows reaches "
+       "the student through the answer distribution, which both arms share, and a picture with one shape on a flat "
+       "background leaves little that only region-by-region supervision could teach. DistilVLM's gains were measured "
+       "with detector regions, over 12 layers, in pre-training on millions of pairs.")
 display(Markdown(
     f"- **The extractor's share** of the teacher's time is {share[0]:.0%} ({share[1]:.0%} to {share[2]:.0%}): "
     f"**{v_share}**.\n"
@@ -665,7 +744,8 @@ display(Markdown(
     f"**{v_lab}**.\n"
     f"- **Aligned vs unaligned**: {d_un[0]:+.2f} points ({d_un[1]:+.2f} to {d_un[2]:+.2f}): **{v_un}**.\n"
     f"- **Keeps 94% of the teacher**: the aligned student has {kept:.1%} of the teacher's accuracy "
-    f"(student − 0.94 × teacher = {d_keep[0]:+.2f} points, {d_keep[1]:+.2f} to {d_keep[2]:+.2f}): **{v_keep}**."))
+    f"(student − 0.94 × teacher = {d_keep[0]:+.2f} points, {d_keep[1]:+.2f} to {d_keep[2]:+.2f}): **{v_keep}**."
+    + why))
 
 # %% tags=["nbval-ignore-output"]
 rec.model("ch10_teacher_vlm", accuracy=acc_t, accuracy_ci=(acc_t_lo, acc_t_hi),

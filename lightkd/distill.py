@@ -536,6 +536,63 @@ class TeacherCache:
     def __len__(self):
         return len(self.store[("logits", None)])
 
+    # -- kept on disk: teacher outputs on a transfer set are computed once for the whole book
+    @classmethod
+    def stored(cls, teacher, batches, features=(), dtype=torch.float32, bf16=False) -> "TeacherCache":
+        """The same cache, kept in the model cache (``zoo.cached_tensors``):
+        whichever chapter asks first runs the teacher, under a lock; every
+        later one, in this notebook or another, reads the stored outputs.
+        The key holds the teacher's identity, the features, the storage
+        type and a hash of every batch's ids, so a different teacher, split
+        or tokenisation gets its own entry."""
+        import hashlib
+
+        from . import zoo
+        digest = hashlib.sha256()
+        for batch in batches:
+            for name in ("index", "input_ids", "attention_mask", "pixel_values"):
+                if name in batch:
+                    digest.update(name.encode() + batch[name].contiguous().numpy().tobytes())
+        spec = {"teacher": zoo.model_identity(teacher), "features": [list(map(str, f)) for f in features],
+                "dtype": str(dtype), "bf16": bool(bf16), "batches": digest.hexdigest()[:16], "version": 1}
+
+        def compute():
+            cache = cls(teacher, batches, features, dtype, bf16)
+            return cache._as_tensors(), {"examples": len(cache)}
+
+        tensors, _ = zoo.cached_tensors("teacher-outputs", spec, compute)
+        return cls._from_tensors(teacher, features, tensors)
+
+    def _as_tensors(self) -> dict:
+        """Each feature's per-example tensors flattened into one, with their shapes and the example ids."""
+        ids = sorted(self.store[("logits", None)])
+        out = {"index": torch.tensor(ids, dtype=torch.int64)}
+        for k, key in enumerate(self.keys):
+            values = [self.store[key][i] for i in ids]
+            ndim = values[0].dim()
+            out[f"values{k}"] = torch.cat([v.reshape(-1) for v in values])
+            out[f"shapes{k}"] = torch.tensor([list(v.shape) for v in values], dtype=torch.int64).reshape(len(ids), ndim)
+        return out
+
+    @classmethod
+    def _from_tensors(cls, teacher, features, tensors: dict) -> "TeacherCache":
+        cache = cls.__new__(cls)
+        cache.config = getattr(teacher, "config", None)
+        cache.teacher_layers = num_layers(teacher) if not all(
+            f in ("logits", "embeddings") or isinstance(l, str) for f, l in features) else None
+        cache.keys = list(dict.fromkeys([(f, normalize_layer(teacher, f, l, "teacher")) for f, l in features]
+                                        + [("logits", None)]))
+        ids = tensors["index"].tolist()
+        cache.store = {}
+        for k, key in enumerate(cache.keys):
+            values, shapes, offset, rows = tensors[f"values{k}"], tensors[f"shapes{k}"], 0, {}
+            for i, shape in zip(ids, shapes.tolist()):
+                n = math.prod(shape)
+                rows[i] = values[offset:offset + n].view(shape)
+                offset += n
+            cache.store[key] = rows
+        return cache
+
     def resolve(self, feature: str, layer):
         """The stored key for a teacher layer (negative indices count from the end)."""
         if isinstance(layer, str) or feature in ("logits", "embeddings"):

@@ -316,3 +316,30 @@ def test_mlm_logits_use_masked_tokens_only():
         t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 1]
     assert math.isclose(logs["kl:logits"], D.soft_target_loss(s, t, 2.0).item(), rel_tol=1e-5)
     assert math.isclose(logs["ce"], F.cross_entropy(s, labels[:, 1]).item(), rel_tol=1e-5)
+
+
+def test_stored_teacher_cache_is_computed_once_and_reads_back_the_same(tmp_cache, tiny_bert, monkeypatch):
+    from conftest import make_tiny_batch
+    teacher = tiny_bert(layers=2)
+    first, second = make_tiny_batch(seed=1), make_tiny_batch(seed=2)
+    second["index"] = second["index"] + 3
+    batches = [first, second]
+    feats = [("hidden", -1), ("attention", 0)]
+    live = D.TeacherCache(teacher, batches, feats, dtype=torch.bfloat16)
+    stored = D.TeacherCache.stored(teacher, batches, feats, dtype=torch.bfloat16)
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(D.TeacherCache, "__init__", lambda *a, **k: calls.append(1))
+        again = D.TeacherCache.stored(teacher, batches, feats, dtype=torch.bfloat16)  # from disk: no teacher run
+    assert not calls and len(again) == len(live) == 6
+    for batch in batches:
+        want = live.lookup(batch, live.keys)
+        for cache in (stored, again):
+            got = cache.lookup(batch, cache.keys)
+            assert set(got) == set(want)
+            for key in want:
+                torch.testing.assert_close(got[key], want[key], atol=0, rtol=0)
+    assert again.resolve("hidden", -1) == live.resolve("hidden", -1)
+    other = [make_tiny_batch(seed=3)]  # other sentences: their own entry, not the first one's outputs
+    assert len(D.TeacherCache.stored(teacher, other, feats, dtype=torch.bfloat16)) == 3
+    assert len(list((tmp_cache / "models").glob("teacher-outputs-*[!k]"))) == 2

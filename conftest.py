@@ -9,8 +9,8 @@ notebook missing from the list runs after the listed ones."""
 import pathlib
 
 LONGEST_FIRST = ["04_distillation", "02_quantization", "05_tinybert", "06_mobilebert", "03_pruning",
-                 "09_token_sparsification", "08_sharing", "11_putting_it_together", "07_vision",
-                 "01_teacher", "scoreboard"]
+                 "09_token_sparsification", "08_sharing", "11_putting_it_together", "10_vision_language",
+                 "07_vision", "01_teacher", "scoreboard"]
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -24,14 +24,17 @@ seen with the teacher's features.
 Read top to bottom:
 
 1. Regions: ``grid_boxes`` (each cell's box, the geometry a detector would
-   give), ``pool_tokens`` (a grid of tokens pooled to a coarser grid).
+   give), ``pool_tokens`` (a grid of tokens pooled to a coarser grid);
+   ``PyramidExtractor`` / ``pyramid_tokens`` (a convnet's stride-16 and
+   stride-32 maps on one grid, computed once and cached).
 2. ``FusionLayer``: one post-norm BERT layer written out, returning its
    attention; ``FusionVLM``: visual tokens (projected to the width, plus
    their box) and word pieces in one encoder, a VQA head on [CLS].
    ``FusionVLM.from_bert`` copies a pretrained BERT's embeddings and layers.
-3. MiniVLM: ``minivlm_student`` (a few of the teacher's layers, a new
-   visual projection for the light extractor's features) and
-   ``VLMPipeline`` (extractor + fusion, for timing); ``time_breakdown``.
+3. MiniVLM: ``minivlm_from_pretrained`` (a few pretrained layers that have
+   not seen the task, as the paper's student), ``minivlm_student`` (a few of
+   a trained teacher's layers), ``VLMPipeline`` (extractor + fusion, for
+   timing) and ``time_breakdown``.
 4. Data: ``encode_questions``, ``VQABatches`` (re-iterable batches over
    cached visual tokens, text padded per batch).
 5. DistilVLM: ``teacher_targets`` (the teacher's logits, hidden states and

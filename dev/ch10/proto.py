@@ -1,0 +1,36 @@
+import time, os, sys, torch, numpy as np
+torch.set_num_threads(1)
+T0=time.time()
+from lightkd import data, extractors, zoo, train, vlm
+from lightkd.common import set_seed
+def tick(msg): print(f"[{time.time()-T0:6.1f}s] {msg}", flush=True)
+vqa = data.load_vqa()
+N_TR_IMG, N_TE_IMG = int(os.environ.get("NTR", 500)), int(os.environ.get("NTE", 200))
+tr, te = vqa.train, vqa.test
+tr_imgs, te_imgs = tr.images[:N_TR_IMG], te.images[:N_TE_IMG]
+trq = (tr.image_index < N_TR_IMG).nonzero().squeeze(1); teq = (te.image_index < N_TE_IMG).nonzero().squeeze(1)
+tick(f"data {len(trq)} train q, {len(teq)} test q")
+T_tr = extractors.cached_tokens("efficientnet_lite0", tr_imgs, data="easyvqa-train", image_size=128)
+T_te = extractors.cached_tokens("efficientnet_lite0", te_imgs, data="easyvqa-test", image_size=128)
+tick(f"teacher tokens {T_tr.shape}")
+S_tr = extractors.cached_tokens("mobilenet_v2", tr_imgs, data="easyvqa-train", image_size=64)
+S_te = extractors.cached_tokens("mobilenet_v2", te_imgs, data="easyvqa-test", image_size=64)
+tick(f"student tokens {S_tr.shape}")
+tok = zoo.load_tokenizer("minilm-l6")
+q_tr = vlm.encode_questions(tok, [tr.questions[i] for i in trq]); q_te = vlm.encode_questions(tok, [te.questions[i] for i in teq])
+y_tr, y_te = tr.answers[trq], te.answers[teq]
+ii_tr, ii_te = tr.image_index[trq], te.image_index[teq]
+def batches(vis, ii, q, y, n=None, shuffle=False, seed=0, targets=None, bs=32):
+    sl = slice(None) if n is None else slice(0, n)
+    tg = None if targets is None else {k: v for k, v in targets.items()}
+    return vlm.VQABatches(vis, ii[sl], q["input_ids"][sl], q["attention_mask"][sl], y[sl], batch_size=bs, shuffle=shuffle, seed=seed, targets=tg)
+bert = zoo.load_pretrained("minilm-l6")
+NT = int(os.environ.get("NTQ", 2000)); STEPS=int(os.environ.get("TSTEPS", 60)); LR=float(os.environ.get("LR", 1e-4))
+set_seed(0)
+teacher = vlm.FusionVLM.from_bert(bert, 1280, vqa.num_answers)
+tb = batches(T_tr, ii_tr, q_tr, y_tr, n=NT, shuffle=True)
+r = train.fit(teacher, tb, max_steps=STEPS, lr=LR, loss=vlm.arm_loss("labels"), progress=False)
+tick(f"teacher trained {r.steps} steps")
+ev = lambda m, vis: train.evaluate(m, batches(vis, ii_te, q_te, y_te, bs=128))["accuracy"]
+tick(f"teacher acc own {ev(teacher, T_te):.4f}")
+tick(f"teacher acc pooled 2x2 {ev(teacher, vlm.pool_tokens(T_te, 2)):.4f}")

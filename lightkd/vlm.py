@@ -317,10 +317,6 @@ class FusionVLM(nn.Module):
                            attentions=attentions if output_attentions else None)
 
 
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 # ------------------------------------------------------------ 3. MiniVLM
 def spread(n_teacher: int, n_student: int) -> list[int]:
     """Student layer j (1-based) learns from teacher layer round(j * n_teacher / n_student)."""

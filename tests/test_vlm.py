@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lightkd import vlm
+from lightkd import bench, vlm
 from lightkd.common import LightKDError
 
 
@@ -120,7 +120,7 @@ def test_minivlm_student_copies_spread_layers():
         for (n, p), (_, q) in zip(mine.named_parameters(), teacher.layers[j - 1].named_parameters()):
             assert torch.equal(p, q), n
     assert torch.equal(student.word.weight, teacher.word.weight)
-    assert vlm.count_params(student) < vlm.count_params(teacher)
+    assert bench.count_params(student) < bench.count_params(teacher)
     with pytest.raises(LightKDError, match="cannot spread"):
         vlm.minivlm_student(teacher, 7, n_layers=7)
 

@@ -283,9 +283,9 @@ one_image = te.images[:1]
 one_q = {k: v[:1, :int(q_test["attention_mask"][0].sum())] for k, v in q_test.items()}
 timing = vlm.time_breakdown({"teacher": teacher_pipe, "student": student_pipe}, one_image, one_q["input_ids"],
                             one_q["attention_mask"], rounds=20, warmup=3, num_threads=THREADS)
-params = {"teacher": {"extractor": vlm.count_params(teacher_pipe.extractor), "transformer": vlm.count_params(teacher)},
-          "student": {"extractor": vlm.count_params(student_pipe.extractor),
-                      "transformer": vlm.count_params(student_shape)}}
+params = {"teacher": {"extractor": bench.count_params(teacher_pipe.extractor), "transformer": bench.count_params(teacher)},
+          "student": {"extractor": bench.count_params(student_pipe.extractor),
+                      "transformer": bench.count_params(student_shape)}}
 for who in ("teacher", "student"):
     t = timing[who]
     print(f"{who}: extractor {t['extractor'].median_ms:.2f} ms + transformer {t['transformer'].median_ms:.2f} ms "
@@ -333,7 +333,7 @@ fig.suptitle("MiniVLM's time breakdown: extractor vs fusion transformer", y=1.02
 plt.tight_layout(); plt.show()
 
 # %% tags=["remove-input", "nbval-ignore-output"]
-emb = vlm.count_params(student_shape.word)
+emb = bench.count_params(student_shape.word)
 display(Markdown(
     f"The teacher spends {share[0]:.1%} of its time in the extractor (95% interval {share[1]:.1%} to "
     f"{share[2]:.1%} over the rounds) and the student "

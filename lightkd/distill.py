@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import LightKDError, set_seed
+from .common import LightKDError, require_positive_int, set_seed
 from .exercises import check_function
 from .train import logits_of, model_device, model_inputs, to_device
 
@@ -734,6 +734,46 @@ def distilbert_matches(recipe: dict = DISTILBERT) -> tuple[list[Match], float]:
     The offline MiniLM teacher has no MLM head: this needs bert-base-uncased from the hub."""
     return ([Match(feature="logits", loss="kl", weight=recipe["alpha_ce"]),
              Match(-1, -1, "hidden", "cosine", weight=recipe["alpha_cos"])], recipe["alpha_mlm"])
+
+
+# ------------------------------------------------------------ layer maps
+# TinyBERT's g(m) for student layer m = 1..M of an N-layer teacher; g(0) = 0
+# always (the embeddings).
+LAYER_MAPS = {
+    "uniform": lambda m, n, M: m * (n // M),   # the paper's g(m) = 3m for 12 -> 4
+    "top": lambda m, n, M: n - M + m,          # the last M teacher layers
+    "bottom": lambda m, n, M: m,               # the first M teacher layers
+}
+
+
+def layer_map(kind, n_teacher: int, n_student: int) -> list[int]:
+    """g(0), g(1), ..., g(M): the teacher layer each student layer learns from.
+
+    ``kind`` is "uniform", "top", "bottom" or an explicit list g(1..M).
+    Layers count from 1 (layer 0 is the embedding layer), as in the paper;
+    ``tinybert.tinybert_matches`` turns this into lightkd's indices; the
+    vision-language students (``vlm.spread``) use the uniform map.
+    """
+    require_positive_int("n_teacher", n_teacher)
+    require_positive_int("n_student", n_student)
+    if n_student > n_teacher:
+        raise LightKDError(f"a {n_student}-layer student (n_student) cannot map onto a {n_teacher}-layer teacher "
+                           "one layer each; TinyBERT's student is shallower than its teacher")
+    if isinstance(kind, str):
+        if kind not in LAYER_MAPS:
+            raise LightKDError(f"unknown layer map kind={kind!r}; choose one of {', '.join(LAYER_MAPS)} "
+                               "or give the list g(1..M)")
+        g = [LAYER_MAPS[kind](m, n_teacher, n_student) for m in range(1, n_student + 1)]
+    else:
+        g = list(kind)
+        if len(g) != n_student:
+            raise LightKDError(f"the layer map has {len(g)} entries but the student has {n_student} layers: "
+                               "give one teacher layer g(m) for each student layer m = 1..M")
+        bad = [x for x in g if isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= n_teacher]
+        if bad:
+            raise LightKDError(f"the layer map names teacher layer {bad[0]!r}, but the teacher has layers "
+                               f"1..{n_teacher} (0 is the embedding layer, mapped to 0 already)")
+    return [0] + g
 
 
 # ------------------------------------------------------------ students

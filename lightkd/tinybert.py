@@ -78,46 +78,14 @@ def prediction_loss(student_logits, teacher_logits, T: float = 1.0) -> torch.Ten
 
 
 # -------------------------------------------------------------- layer maps
-# g(m) for student layer m = 1..M of an N-layer teacher; g(0) = 0 always (embeddings).
-LAYER_MAPS = {
-    "uniform": lambda m, n, M: m * (n // M),   # the paper's g(m) = 3m for 12 -> 4
-    "top": lambda m, n, M: n - M + m,          # the last M teacher layers
-    "bottom": lambda m, n, M: m,               # the first M teacher layers
-}
+# g(m): which teacher layer student layer m learns from (in distill, shared with
+# the vision-language chapter's students).
+LAYER_MAPS, layer_map = distill.LAYER_MAPS, distill.layer_map
 
 
 def _check_count(value, what):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise LightKDError(f"{what} must be a positive integer, got {value!r}")
-
-
-def layer_map(kind, n_teacher: int, n_student: int) -> list[int]:
-    """g(0), g(1), ..., g(M): the teacher layer each student layer learns from.
-
-    ``kind`` is "uniform", "top", "bottom" or an explicit list g(1..M).
-    Layers count from 1 (layer 0 is the embedding layer), as in the paper;
-    ``tinybert_matches`` turns this into lightkd's indices.
-    """
-    _check_count(n_teacher, "the teacher's number of layers")
-    _check_count(n_student, "the student's number of layers")
-    if n_student > n_teacher:
-        raise LightKDError(f"a {n_student}-layer student (n_student) cannot map onto a {n_teacher}-layer teacher "
-                           "one layer each; TinyBERT's student is shallower than its teacher")
-    if isinstance(kind, str):
-        if kind not in LAYER_MAPS:
-            raise LightKDError(f"unknown layer map kind={kind!r}; choose one of {', '.join(LAYER_MAPS)} "
-                               "or give the list g(1..M)")
-        g = [LAYER_MAPS[kind](m, n_teacher, n_student) for m in range(1, n_student + 1)]
-    else:
-        g = list(kind)
-        if len(g) != n_student:
-            raise LightKDError(f"the layer map has {len(g)} entries but the student has {n_student} layers: "
-                               "give one teacher layer g(m) for each student layer m = 1..M")
-        bad = [x for x in g if isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= n_teacher]
-        if bad:
-            raise LightKDError(f"the layer map names teacher layer {bad[0]!r}, but the teacher has layers "
-                               f"1..{n_teacher} (0 is the embedding layer, mapped to 0 already)")
-    return [0] + g
 
 
 def make_projection(student_hidden: int, teacher_hidden: int, per_layer: int | None = None):

@@ -54,6 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distill
 from .common import LightKDError
 from .models import ModelOutput
 
@@ -319,10 +320,9 @@ class FusionVLM(nn.Module):
 
 # ------------------------------------------------------------ 3. MiniVLM
 def spread(n_teacher: int, n_student: int) -> list[int]:
-    """Student layer j (1-based) learns from teacher layer round(j * n_teacher / n_student)."""
-    if not 1 <= n_student <= n_teacher:
-        raise LightKDError(f"a student of {n_student} layers cannot spread over a teacher of {n_teacher}")
-    return [round(j * n_teacher / n_student) for j in range(1, n_student + 1)]
+    """Student layer j (1-based) learns from teacher layer j * (n_teacher // n_student):
+    TinyBERT's uniform layer map (``distill.layer_map``) without the embeddings."""
+    return distill.layer_map("uniform", n_teacher, n_student)[1:]
 
 
 def minivlm_student(teacher: FusionVLM, visual_dim: int, n_layers: int = 2) -> FusionVLM:

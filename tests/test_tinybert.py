@@ -90,7 +90,7 @@ def test_layer_maps():
     (([1, 2, 7], 6, 3), "teacher layer 7"),
     (([0, 1, 2], 6, 3), "teacher layer 0"),
     (("middle", 6, 3), "unknown layer map"),
-    (("uniform", 0, 3), "positive integer"),
+    (("uniform", 0, 3), "n_teacher must be an integer"),
 ])
 def test_bad_layer_maps(args, match):
     with pytest.raises(LightKDError, match=match):

@@ -5,6 +5,12 @@ model as keyword arguments, so text models (``input_ids``,
 ``attention_mask``) and vision models (``pixel_values``) use the same loop.
 The default loss is cross-entropy on the logits; distillation chapters pass
 their own ``loss(model, batch) -> (loss, {"term": value, ...})``.
+
+``fit`` runs on Hugging Face Accelerate: the same call trains on one CPU,
+one GPU (with bf16 / fp16 mixed precision) or several processes started by
+``accelerate launch`` or ``torchrun`` (data parallel: each process takes its
+share of every batch). On one CPU process Accelerate has nothing to do, so
+it is not created and the loop is exactly the plain PyTorch one.
 """
 from __future__ import annotations
 
@@ -35,8 +41,10 @@ def bf16_pays() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _resolve_bf16(bf16) -> bool:
+def _resolve_bf16(bf16, device="cpu") -> bool:
     if bf16 == "auto":
+        if torch.device(device).type == "cuda":
+            return torch.cuda.is_bf16_supported()
         return bf16_pays()
     if not isinstance(bf16, bool):
         raise LightKDError(f"bf16 must be True, False or 'auto', got {bf16!r}")
@@ -98,7 +106,7 @@ def predict(model, batches, bf16="auto") -> torch.Tensor:
     model.eval()
     device = model_device(model)
     parts, order = [], []
-    with autocast(device, _resolve_bf16(bf16)):
+    with autocast(device, _resolve_bf16(bf16, device)):
         for batch in batches:
             parts.append(logits_of(model(**model_inputs(to_device(batch, device)))).float().cpu())
             order.append(batch["index"])
@@ -132,6 +140,91 @@ class FitResult:
     best_step: int | None = None
 
 
+# ------------------------------------------------------- Accelerate and data parallelism
+def world_size() -> int:
+    """How many processes train together (``accelerate launch`` and ``torchrun`` set WORLD_SIZE)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def _wants_gpu() -> bool:
+    return torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes")
+
+
+def _accelerator(bf16):
+    """An ``accelerate.Accelerator`` for this run, or None on one CPU process, where it
+    could change nothing (and the chapters' recorded numbers come from the plain loop).
+    On a GPU mixed precision is Accelerate's: bf16 where the GPU has it (``bf16='auto'``),
+    or what ``accelerate launch --mixed_precision`` asked for; the CPU keeps lightkd's
+    own bf16 autocast (see ``bf16_pays``)."""
+    if world_size() == 1 and not _wants_gpu():
+        return None
+    try:
+        from accelerate import Accelerator, PartialState
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DistributedDataParallelKwargs
+    except ImportError as e:
+        if world_size() > 1:
+            raise LightKDError(f"training in {world_size()} processes needs accelerate: pip install accelerate") from e
+        return None
+    cpu = not _wants_gpu()  # Accelerate only forms a CPU process group (gloo) when told cpu=True
+    device = PartialState(cpu=cpu).device  # the process group and this process's device
+    precision = "no"
+    if device.type == "cuda":
+        launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+        precision = "bf16" if _resolve_bf16(bf16, device) else (launched if bf16 == "auto" else "no")
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != precision:
+        # The state is a process-wide singleton that refuses a change of precision, and one
+        # process may call fit with bf16 on, then off; the process group (PartialState) stays.
+        AcceleratorState._reset_state()
+    # Losses may leave parts of the model unused (a frozen head, one block of a progressive
+    # schedule): DDP must not wait for their gradients.
+    return Accelerator(cpu=cpu, mixed_precision=precision,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def batch_rows(batch: dict) -> int:
+    """How many examples a batch holds (its ``index``, else its first tensor)."""
+    rows = batch["index"] if "index" in batch else next(v for v in batch.values() if isinstance(v, torch.Tensor))
+    return len(rows)
+
+
+def shard(batch: dict, rank: int, world: int) -> tuple[dict, int]:
+    """Process ``rank``'s share of a batch: rows rank, rank + world, ... of every tensor
+    with one row per example (inputs, ``labels``, ``index``, teacher targets); other
+    entries are kept whole. Returns (shard, its number of rows). A process whose share
+    is empty (a last batch smaller than the world) gets row 0 to run the model on; it
+    weighs 0 in the update (see ``fit``)."""
+    n = batch_rows(batch)
+    take = torch.arange(rank, n, world)
+    size = len(take)
+    if size == 0:
+        take = torch.arange(1)
+    return {k: v[take.to(v.device)] if isinstance(v, torch.Tensor) and v.dim() and len(v) == n else v
+            for k, v in batch.items()}, size
+
+
+class _Replica:
+    """What ``loss(model, batch)`` sees on several processes: calling it runs the
+    DistributedDataParallel wrapper (whose backward all-reduces the gradients), while
+    everything else (``config``, sub-modules for hooks, named layers) is the caller's model."""
+
+    def __init__(self, wrapped, model):
+        self.__dict__.update(_wrapped=wrapped, _model=model)
+
+    def __call__(self, *args, **kwargs):
+        return self._wrapped(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._model, name, value)
+
+
 def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps: int | None = None,
         lr: float = 5e-5, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
         loss=classification_loss, optimizer=None, lr_lambda=None, grad_clip: float | None = 1.0,
@@ -147,6 +240,14 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
     ``eval_every`` steps (default: each epoch), training stops after
     ``early_stop_patience`` evaluations without improvement, and the best
     weights are restored at the end.
+
+    In several processes (``accelerate launch`` / ``torchrun``) every process
+    iterates the same batches and trains on its share of each (``shard``);
+    gradients are all-reduced, weighted by share size, so the update is the
+    one-process update on the whole batch (for losses that are means over
+    the rows). Every process evaluates the whole dev set and the main
+    process's accuracy decides early stopping for all; ``on_step`` runs on
+    every process; only the main process shows progress and prints.
     """
     if max_steps is not None:
         require_positive_int("max_steps", max_steps)
@@ -172,7 +273,6 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
     total = max_steps or max(1, math.ceil(epochs * steps_per_epoch))
     eval_every = eval_every or steps_per_epoch
     use_bf16 = _resolve_bf16(bf16)
-    device = model_device(model)
     progress = progress_default() if progress is None else progress
 
     if optimizer is None:
@@ -183,7 +283,34 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
     if lr_lambda is None:
         warm = max(1, int(warmup_ratio * total))
         lr_lambda = lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
+    # Stepped once per update by us, not prepared: Accelerate would step it once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+    # One CPU process: the plain loop. Otherwise the model goes to this process's device,
+    # wrapped for gradient all-reduce (``net``, what the loss calls), and the optimizer is
+    # wrapped for fp16 loss scaling; ``model`` and ``optimizer`` stay the caller's objects.
+    accelerator = _accelerator(bf16)
+    net, opt, rank, world, extra = model, optimizer, 0, 1, []
+    if accelerator is None:
+        device = model_device(model)
+        precision = lambda: autocast(device, use_bf16)
+        backward, clip = (lambda v: v.backward()), torch.nn.utils.clip_grad_norm_
+    else:
+        device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+        if device.type != "cpu":
+            use_bf16 = accelerator.mixed_precision == "bf16"
+        if isinstance(loss, torch.nn.Module):  # projections that train beside the model (TinyBERT's W_h)
+            loss.to(device)
+        wrapped, opt = accelerator.prepare(model, optimizer)
+        net = _Replica(wrapped, model) if wrapped is not model else model
+        # Parameters the optimizer trains outside the model: not in the DDP wrapper, reduced by hand.
+        inside = {id(p) for p in model.parameters()}
+        extra = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in inside]
+        precision = accelerator.autocast if device.type != "cpu" else (lambda: autocast(device, use_bf16))
+        backward, clip = accelerator.backward, accelerator.clip_grad_norm_
+        progress = progress and accelerator.is_main_process
+        if world > 1:  # dropout draws differently on each process (the rows differ too)
+            torch.manual_seed((0 if seed is None else seed) + 7919 * rank)
 
     result = FitResult(steps=0, seconds=0.0)
     best_state, bad_evals, step, start = None, 0, 0, time.perf_counter()
@@ -197,17 +324,30 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
         epoch += 1
         for batch in train_batches:
             model.train()
+            if world > 1:
+                whole = batch_rows(batch)
+                batch, rows = shard(batch, rank, world)
             batch = to_device(batch, device)
-            with autocast(device, use_bf16):
-                value, logs = loss(model, batch)
+            with precision():
+                value, logs = loss(net, batch)
+            if world > 1:
+                value, logs, weight = _all_processes(accelerator, value, logs, rows, whole)
             if not torch.isfinite(value.detach()).all():  # stop before a NaN reaches the weights
                 raise LightKDError(f"the training loss became {value.item()} at step {step + 1}; lower lr, check the "
                                    "inputs for NaN or inf, or turn bf16 off")
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
+            opt.zero_grad(set_to_none=True)
+            if world > 1:
+                # DDP averages the processes' gradients; weighting each share's mean loss by
+                # world * rows / batch rows makes that average the whole batch's gradient.
+                backward(weight)
+                for p in extra:
+                    if p.grad is not None:
+                        p.grad.copy_(accelerator.reduce(p.grad, "mean"))
+            else:
+                backward(value)
             if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+                clip(model.parameters(), grad_clip)
+            opt.step()
             scheduler.step()
             step += 1
             next(bar_iter, None)
@@ -221,6 +361,9 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
                 on_step(step, model, optimizer)
             if dev_batches is not None and (step % eval_every == 0 or step == total):
                 acc = evaluate(model, dev_batches, bf16=use_bf16)["accuracy"]
+                if world > 1:  # one decision for all: the main process's accuracy
+                    from accelerate.utils import broadcast
+                    acc = broadcast(torch.tensor([acc], dtype=torch.float64, device=device)).item()
                 result.evals.append((step, acc))
                 if result.best_dev_accuracy is None or acc > result.best_dev_accuracy:
                     result.best_dev_accuracy, result.best_step, bad_evals = acc, step, 0
@@ -235,6 +378,12 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
                 break
     if hasattr(bar, "close"):
         bar.close()
+    if accelerator is not None:
+        # The caller's model holds the trained weights; take off the mixed-precision forward
+        # wrapper and let the DDP wrapper (and its gradient hooks) go before the next fit.
+        accelerator.unwrap_model(net._wrapped if isinstance(net, _Replica) else net, keep_fp32_wrapper=False)
+        net = opt = None
+        accelerator.free_memory()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
@@ -242,5 +391,18 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
     summary = f"trained {step} steps in {result.seconds:.0f} s"
     if result.best_dev_accuracy is not None:
         summary += f"; best dev accuracy {result.best_dev_accuracy:.4f} at step {result.best_step}"
-    print(summary, file=sys.stdout)
+    if accelerator is None or accelerator.is_main_process:
+        print(summary, file=sys.stdout)
     return result
+
+
+def _all_processes(accelerator, value, logs: dict, rows: int, whole: int):
+    """The whole batch's loss and logs from every process's share (means weighted by
+    share size, so every process logs and checks the same numbers), and this process's
+    loss weighted for the gradient average: world * rows / whole (1 with equal shares)."""
+    share = rows / whole
+    local = torch.tensor([float(value.detach()), *map(float, logs.values())], dtype=torch.float64,
+                         device=accelerator.device)
+    both = accelerator.reduce(local * share if rows else torch.zeros_like(local), "sum")
+    weighted = value if share * accelerator.num_processes == 1 else value * (share * accelerator.num_processes)
+    return both[0], dict(zip(logs, both[1:].tolist())), weighted

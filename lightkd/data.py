@@ -19,12 +19,14 @@ Unlabelled text (general distillation)
 
 Images
     ``"fashion_mnist"``: Debian's ``dataset-fashion-mnist`` IDX files
-    (``LIGHTKD_FASHION_MNIST_DIR`` points elsewhere), or the hub with
+    (``LIGHTKD_FASHION_MNIST_DIR`` points elsewhere; when the package is not
+    installed, as on Colab, ``apt-get download`` unpacks it into the cache), or the hub with
     ``source="hub"``. Train 55k / dev 5k (fixed permutation) / test 10k.
     ``"digits"``: scikit-learn's bundled 8x8 digits, 70 / 15 / 15, always there.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -221,6 +223,12 @@ def _fashion_mnist(source: str) -> Dataset:
         folder = Path(os.environ.get("LIGHTKD_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
         names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+        if "LIGHTKD_FASHION_MNIST_DIR" not in os.environ and not (folder / names[0]).exists():
+            # Not installed (Colab, a laptop): unpack Debian's package into the cache, no root needed.
+            from .vldata import debian_package
+            wanted = f"usr/share/datasets/fashion-mnist/{names[0]}"
+            with contextlib.suppress(SourceMissing):
+                folder = debian_package("dataset-fashion-mnist", wanted) / Path(wanted).parent
         missing = [n for n in names if not (folder / n).exists()]
         if missing:
             raise SourceMissing(

@@ -319,6 +319,50 @@ def to_transformers(model: VisionTransformer):
     return hf.eval()
 
 
+def from_transformers(hf, pixel_mean: float = 0.0, pixel_std: float = 1.0) -> VisionTransformer:
+    """The inverse of ``to_transformers``: a transformers ``ViTForImageClassification``
+    or ``DeiTForImageClassification(WithTeacher)`` (e.g. a DeiT from the hub) as
+    a ``VisionTransformer``, weights copied. The hub models expect their image
+    processor's normalised pixels, hence ``pixel_mean`` 0 and ``pixel_std`` 1."""
+    c = hf.config
+    root = "deit" if hasattr(hf, "deit") else "vit"
+    state = {k: v for k, v in hf.state_dict().items()}
+    dist = f"{root}.embeddings.distillation_token" in state and "distillation_classifier.weight" in state
+    head = "cls_classifier" if "cls_classifier.weight" in state else "classifier"
+    config = ViTConfig(image_size=c.image_size, patch_size=c.patch_size, in_channels=c.num_channels,
+                       num_classes=state[f"{head}.weight"].shape[0], dim=c.hidden_size, depth=c.num_hidden_layers,
+                       heads=c.num_attention_heads, mlp_ratio=c.intermediate_size / c.hidden_size,
+                       distillation_token=dist, pixel_mean=pixel_mean, pixel_std=pixel_std)
+    if c.hidden_act != "gelu" or not getattr(c, "qkv_bias", True):
+        raise LightKDError(f"only GELU ViTs with qkv biases convert; this one has {c.hidden_act!r}")
+    model = VisionTransformer(config)
+    d = c.hidden_size
+    ours = {"cls_token": f"{root}.embeddings.cls_token", "pos_embed": f"{root}.embeddings.position_embeddings",
+            "norm.weight": f"{root}.layernorm.weight", "norm.bias": f"{root}.layernorm.bias",
+            "head.weight": f"{head}.weight", "head.bias": f"{head}.bias"}
+    if dist:
+        ours.update({"dist_token": f"{root}.embeddings.distillation_token",
+                     "head_dist.weight": "distillation_classifier.weight",
+                     "head_dist.bias": "distillation_classifier.bias"})
+    new = {k: state[v] for k, v in ours.items()}
+    new["patch_embed.weight"] = state[f"{root}.embeddings.patch_embeddings.projection.weight"].reshape(d, -1)
+    new["patch_embed.bias"] = state[f"{root}.embeddings.patch_embeddings.projection.bias"]
+    for i in range(c.num_hidden_layers):
+        layer = f"{root}.encoder.layer.{i}"
+        for kind in ("weight", "bias"):   # our fused qkv rows are [q; k; v]
+            new[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat(
+                [state[f"{layer}.attention.attention.{n}.{kind}"] for n in ("query", "key", "value")])
+            for mine, theirs in (("attn.proj", "attention.output.dense"), ("mlp.fc1", "intermediate.dense"),
+                                 ("mlp.fc2", "output.dense"), ("norm1", "layernorm_before"),
+                                 ("norm2", "layernorm_after")):
+                new[f"blocks.{i}.{mine}.{kind}"] = state[f"{layer}.{theirs}.{kind}"]
+    model.load_state_dict({k: v.detach().clone() for k, v in new.items()}, strict=True)
+    for module in model.modules():  # the hub's ViTs use eps 1e-12, ours 1e-5 by default
+        if isinstance(module, nn.LayerNorm):
+            module.eps = c.layer_norm_eps
+    return model.eval()
+
+
 def attention_rollout(attentions, num_extra_tokens: int = 1, token: int = 0) -> torch.Tensor:
     """Abnar and Zuidema's rollout: average the heads, add the identity for the
     residual path, renormalise, multiply through the layers. Returns how much
@@ -328,7 +372,7 @@ def attention_rollout(attentions, num_extra_tokens: int = 1, token: int = 0) -> 
     result = None
     for a in attentions:
         a = a.float().mean(1)  # B, N, N
-        a = a + torch.eye(a.shape[-1])
+        a = a + torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
         a = a / a.sum(-1, keepdim=True)
         result = a if result is None else a @ result
     return result[:, token, num_extra_tokens:]

@@ -99,7 +99,7 @@ def global_magnitude_masks(model: nn.Module, names: list[str], sparsity: float) 
     require_sparsity(sparsity)
     weights = [module_weight(model, n).detach() for n in names]
     flat = torch.cat([w.abs().flatten() for w in weights])
-    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
     k = n_to_prune(flat.numel(), sparsity)
     if k:
         keep[torch.topk(flat, k, largest=False).indices] = False
@@ -311,7 +311,7 @@ def head_gates(model: nn.Module, gates: torch.Tensor):
             context = output[0]
             b, t, _ = context.shape
             gated = (context.view(b, t, module.num_attention_heads, module.attention_head_size)
-                     * gates[i].to(context.dtype)[None, None, :, None]).view(b, t, -1)
+                     * gates[i].to(device=context.device, dtype=context.dtype)[None, None, :, None]).view(b, t, -1)
             return (gated, *output[1:])
         if attn.num_attention_heads != gates.shape[1]:
             raise LightKDError("head_gates works on a model whose heads were not physically removed yet")
@@ -333,14 +333,15 @@ def normalize_per_layer(importance: torch.Tensor, exponent: float = 2.0) -> torc
 def head_importance(model: nn.Module, batches, max_batches: int | None = None, normalize: bool = True) -> torch.Tensor:
     """I_h = sum over batches of |dL/d gate_h| at gate = 1 (Michel et al. 2019)."""
     layers, heads = head_grid(model)
-    gates = torch.ones(layers, heads, requires_grad=True)
-    total = torch.zeros(layers, heads)
+    device = train.model_device(model)
+    gates = torch.ones(layers, heads, requires_grad=True, device=device)
+    total = torch.zeros(layers, heads, device=device)
     model.eval()  # no dropout: the score should not depend on it
     with head_gates(model, gates):
         for k, batch in enumerate(batches):
             if max_batches is not None and k >= max_batches:
                 break
-            loss, _ = train.classification_loss(model, batch)
+            loss, _ = train.classification_loss(model, train.to_device(batch, device))
             grad, = torch.autograd.grad(loss, gates)
             total += grad.abs()
     return normalize_per_layer(total) if normalize else total
@@ -351,7 +352,7 @@ def head_magnitude(model: nn.Module) -> torch.Tensor:
     """Baseline score: L2 norm of all the weights that belong to a head (its rows
     of Q, K, V and its columns of the attention output)."""
     layers, heads = head_grid(model)
-    scores = torch.zeros(layers, heads)
+    scores = torch.zeros(layers, heads, device=train.model_device(model))
     for i, layer in enumerate(encoder_layers(model)):
         s, d = layer.attention.self, layer.attention.self.attention_head_size
         if s.num_attention_heads != heads:
@@ -397,7 +398,7 @@ def random_heads(layers: int, heads: int, fraction: float, seed: int = 0) -> dic
 
 def head_mask_gates(model: nn.Module, removed: dict) -> torch.Tensor:
     """Gates with 0 on the removed heads: simulates removal without changing shapes."""
-    gates = torch.ones(*head_grid(model))
+    gates = torch.ones(*head_grid(model), device=train.model_device(model))
     for i, hs in removed.items():
         gates[i, hs] = 0
     return gates
@@ -512,7 +513,7 @@ class TrimmedVocabulary(nn.Module):
     def __init__(self, model: nn.Module, row_of: torch.Tensor):
         super().__init__()
         self.model, self.config = model, model.config
-        self.register_buffer("row_of", row_of.to(torch.int32))
+        self.register_buffer("row_of", row_of.to(device=train.model_device(model), dtype=torch.int32))
 
     def forward(self, input_ids, **kwargs):
         return self.model(input_ids=self.row_of[input_ids], **kwargs)

@@ -155,8 +155,8 @@ def linear_quantize(x: torch.Tensor, scale, zero_point, bits: int = 8, scheme: s
     """
     _check_float(x)
     qmin, qmax = quant_range(bits, scheme)
-    scale = torch.as_tensor(scale, dtype=torch.float32)
-    zero_point = torch.as_tensor(zero_point, dtype=torch.int32)
+    scale = torch.as_tensor(scale, dtype=torch.float32, device=x.device)
+    zero_point = torch.as_tensor(zero_point, dtype=torch.int32, device=x.device)
     if scale.ndim:
         axis = _check_axis(x, axis)
     if (scale <= 0).any() or not torch.isfinite(scale).all():
@@ -168,8 +168,8 @@ def linear_quantize(x: torch.Tensor, scale, zero_point, bits: int = 8, scheme: s
 
 def dequantize(q: torch.Tensor, scale, zero_point, axis: int = 0) -> torch.Tensor:
     """x_hat = (q - Z) * S: the real number each integer code stands for."""
-    scale = torch.as_tensor(scale, dtype=torch.float32)
-    zero_point = torch.as_tensor(zero_point, dtype=torch.int32)
+    scale = torch.as_tensor(scale, dtype=torch.float32, device=q.device)
+    zero_point = torch.as_tensor(zero_point, dtype=torch.int32, device=q.device)
     if (scale <= 0).any() or not torch.isfinite(scale).all():
         raise LightKDError("scale must be positive and finite; compute it with scale_and_zero_point")
     s, z = _per_channel_view(scale, q, axis), _per_channel_view(zero_point, q, axis)
@@ -433,7 +433,7 @@ def calibrate(model: nn.Module, batches, observer: str = "minmax", percentile: f
     """Static post-training quantization: run a few batches through a
     ``prepare_q8bert`` model in eval mode and fix each activation range from
     what they show. Returns the model, ready to evaluate."""
-    from .train import model_inputs
+    from .train import model_device, model_inputs, to_device
     if observer not in OBSERVERS:
         raise LightKDError(f"unknown observer {observer!r}; choose one of {', '.join(map(repr, OBSERVERS))}")
     if not 0 < percentile <= 100:
@@ -442,6 +442,7 @@ def calibrate(model: nn.Module, batches, observer: str = "minmax", percentile: f
     if not linears:
         raise LightKDError("no QuantLinear in the model: call quant.prepare_q8bert(model) first")
     model.eval()
+    device = model_device(model)
     for m in linears:
         m.observer, m.percentile = observer, percentile
         m.act_max.zero_()
@@ -450,7 +451,7 @@ def calibrate(model: nn.Module, batches, observer: str = "minmax", percentile: f
         for k, batch in enumerate(batches):
             if max_batches is not None and k >= max_batches:
                 break
-            model(**model_inputs(batch))
+            model(**model_inputs(to_device(batch, device)))
     finally:
         for m in linears:
             m.observer = None

@@ -74,10 +74,15 @@ def environment() -> dict:
 
 
 class Recorder:
-    def __init__(self, chapter: str):
-        if not chapter or "/" in chapter:
-            raise LightKDError(f"chapter must be a name like '01_teacher', got {chapter!r}")
+    """``out`` and ``name`` (optional): write ``out/name.json`` instead of
+    ``results/<chapter>.json`` (the recipes write beside their other outputs)."""
+
+    def __init__(self, chapter: str, *, out: str | Path | None = None, name: str | None = None):
+        for what, value in (("chapter", chapter), ("name", name)):
+            if value is not None and (not value or "/" in value):
+                raise LightKDError(f"{what} must be a name like '01_teacher', got {value!r}")
         self.chapter, self.start, self.metrics = chapter, time.perf_counter(), {}
+        self.out, self.name = (Path(out) if out is not None else None), name or chapter
 
     def record(self, name: str, value, unit: str = "", paper=None, source: str | None = None,
                note: str | None = None):
@@ -148,7 +153,10 @@ class Recorder:
 
     @property
     def path(self) -> Path:
-        return results_dir() / f"{self.chapter}.json"
+        if self.out is None:
+            return results_dir() / f"{self.chapter}.json"
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self.out / f"{self.name}.json"
 
     def save(self) -> Path:
         self.metrics["runtime_s"] = {"value": round(time.perf_counter() - self.start, 1), "unit": "s"}

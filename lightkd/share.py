@@ -52,7 +52,7 @@ from .common import LightKDError
 from .distill import kd_loss
 from .exercises import check_function
 from .models import Attention, MLP, ModelOutput, ViTConfig, VisionTransformer
-from .train import logits_of, model_inputs
+from .train import logits_of, model_device, model_inputs, to_device
 
 SHARING_MODES = ("all", "attention", "ffn", "none")
 ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu}
@@ -343,7 +343,7 @@ def from_albert(albert) -> SharedEncoder:
             for p in ("weight", "bias"):
                 state[f"ffns.{g}.{ours}.{p}"] = f"{layer}.{name}.{p}"
     model.load_state_dict({ours: theirs[name].detach().clone() for ours, name in state.items()}, strict=True)
-    return model.eval()
+    return model.to(model_device(albert)).eval()  # built on the CPU (same init draws), then beside ALBERT
 
 
 # ------------------------------------------------------ students from a teacher
@@ -367,7 +367,7 @@ class FactorizedEmbedding(nn.Module):
             module.embed.weight.copy_(U[:, :E] * S[:E])
             module.project.weight.copy_(Vh[:E].T)
         module.energy = float((S[:E] ** 2).sum() / (S ** 2).sum())  # share of the table's squared norm kept
-        return module
+        return module.to(weight.device)  # beside the table it replaces (built on the CPU: same init draws)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -594,7 +594,7 @@ class MiniViT(VisionTransformer):
             target = model.blocks[u * config.repeats]
             target.attn.load_state_dict(_merged([m.attn for m in members], init).state_dict())
             target.mlp.load_state_dict(_merged([m.mlp for m in members], init).state_dict())
-        return model
+        return model.to(model_device(vit))  # built on the CPU (same init draws), then beside the ViT
 
 
 def untie(model: nn.Module) -> nn.Module:
@@ -726,6 +726,7 @@ def layer_gradient_norms(model: nn.Module, batch: dict) -> torch.Tensor:
     their per-layer contributions)."""
     free = untie(model).train()
     free.zero_grad(set_to_none=True)
+    batch = to_device(batch, model_device(free))
     out = free(**model_inputs(batch))
     F.cross_entropy(logits_of(out).float(), batch["labels"]).backward()
     norms = []
@@ -746,6 +747,7 @@ def consecutive_similarity(model: nn.Module, pixel_values: torch.Tensor) -> torc
     """Cosine similarity between the outputs of layers k and k + 1 (k = 1..L-1),
     averaged over tokens and images: (L - 1,) values."""
     model.eval()
+    pixel_values = pixel_values.to(model_device(model))
     hidden = model(pixel_values=pixel_values, output_hidden_states=True).hidden_states[1:]
     return torch.stack([F.cosine_similarity(a, b, dim=-1).mean() for a, b in zip(hidden[:-1], hidden[1:])])
 

@@ -426,7 +426,7 @@ class Augmenter:
         if len(position) == 0:
             return []
         with torch.no_grad():
-            logits = self.mlm(**batch).logits[0, position[0, 0]]
+            logits = self.mlm(**train.to_device(dict(batch), train.model_device(self.mlm))).logits[0, position[0, 0]]
         pieces = tok.convert_ids_to_tokens(logits.topk(self.k).indices.tolist())
         return [w for w in pieces if not w.startswith("##") and w != tokens[i]]
 

@@ -153,18 +153,21 @@ def _wants_gpu() -> bool:
     return torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes")
 
 
-def _accelerator(bf16):
-    """An ``accelerate.Accelerator`` for this run, or None on one CPU process, where it
-    could change nothing (and the chapters' recorded numbers come from the plain loop).
+def _accelerator(bf16, model):
+    """An ``accelerate.Accelerator`` for this run, or None for one process whose model is
+    not on a GPU, where it could change nothing (and the chapters' recorded numbers come
+    from the plain loop). The caller chooses the device: one process trains where its
+    model is (a notebook's CPU model stays on the CPU even when a GPU is there, so CPU-only
+    steps after training, such as int8 kernels, still find it); several processes
+    (``accelerate launch`` / ``torchrun``) train on Accelerate's device for each process.
     On a GPU mixed precision is Accelerate's: bf16 where the GPU has it (``bf16='auto'``),
     or what ``accelerate launch --mixed_precision`` asked for; the CPU keeps lightkd's
     own bf16 autocast (see ``bf16_pays``)."""
-    if world_size() == 1 and not _wants_gpu():
+    if world_size() == 1 and model_device(model).type != "cuda":
         return None
     try:
         from accelerate import Accelerator, PartialState
         from accelerate.state import AcceleratorState
-        from accelerate.utils import DistributedDataParallelKwargs
     except ImportError as e:
         if world_size() > 1:
             raise LightKDError(f"training in {world_size()} processes needs accelerate: pip install accelerate") from e
@@ -180,10 +183,7 @@ def _accelerator(bf16):
         # The state is a process-wide singleton that refuses a change of precision, and one
         # process may call fit with bf16 on, then off; the process group (PartialState) stays.
         AcceleratorState._reset_state()
-    # Losses may leave parts of the model unused (a frozen head, one block of a progressive
-    # schedule): DDP must not wait for their gradients.
-    return Accelerator(cpu=cpu, mixed_precision=precision,
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    return Accelerator(cpu=cpu, mixed_precision=precision)
 
 
 def batch_rows(batch: dict) -> int:
@@ -207,22 +207,18 @@ def shard(batch: dict, rank: int, world: int) -> tuple[dict, int]:
             for k, v in batch.items()}, size
 
 
-class _Replica:
-    """What ``loss(model, batch)`` sees on several processes: calling it runs the
-    DistributedDataParallel wrapper (whose backward all-reduces the gradients), while
-    everything else (``config``, sub-modules for hooks, named layers) is the caller's model."""
-
-    def __init__(self, wrapped, model):
-        self.__dict__.update(_wrapped=wrapped, _model=model)
-
-    def __call__(self, *args, **kwargs):
-        return self._wrapped(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def __setattr__(self, name, value):
-        setattr(self._model, name, value)
+def _average_gradients(accelerator, params: list) -> None:
+    """Average every process's gradients in place, as DistributedDataParallel would.
+    Done by hand because distillation losses read activations through forward hooks
+    (``distill.capture``), which DDP's graph tracking cannot see. A parameter no process
+    gave a gradient keeps None, so the optimizer skips it as it would in one process."""
+    present = torch.tensor([float(p.grad is not None) for p in params], device=accelerator.device)
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    present, flat = accelerator.reduce(present, "sum"), accelerator.reduce(flat, "mean")
+    offset = 0
+    for p, seen in zip(params, present.tolist()):
+        p.grad = flat[offset:offset + p.numel()].view_as(p).clone() if seen else None
+        offset += p.numel()
 
 
 def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps: int | None = None,
@@ -287,10 +283,10 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 
     # One CPU process: the plain loop. Otherwise the model goes to this process's device,
-    # wrapped for gradient all-reduce (``net``, what the loss calls), and the optimizer is
-    # wrapped for fp16 loss scaling; ``model`` and ``optimizer`` stay the caller's objects.
-    accelerator = _accelerator(bf16)
-    net, opt, rank, world, extra = model, optimizer, 0, 1, []
+    # the optimizer is wrapped by Accelerate (fp16 loss scaling on GPUs), and after every
+    # backward the processes average their gradients (``_average_gradients``).
+    accelerator = _accelerator(bf16, model)
+    opt, rank, world, trained = optimizer, 0, 1, []
     if accelerator is None:
         device = model_device(model)
         precision = lambda: autocast(device, use_bf16)
@@ -299,13 +295,11 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
         device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
         if device.type != "cpu":
             use_bf16 = accelerator.mixed_precision == "bf16"
+        model.to(device)
         if isinstance(loss, torch.nn.Module):  # projections that train beside the model (TinyBERT's W_h)
             loss.to(device)
-        wrapped, opt = accelerator.prepare(model, optimizer)
-        net = _Replica(wrapped, model) if wrapped is not model else model
-        # Parameters the optimizer trains outside the model: not in the DDP wrapper, reduced by hand.
-        inside = {id(p) for p in model.parameters()}
-        extra = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in inside]
+        opt = accelerator.prepare(optimizer)
+        trained = [p for g in optimizer.param_groups for p in g["params"]]
         precision = accelerator.autocast if device.type != "cpu" else (lambda: autocast(device, use_bf16))
         backward, clip = accelerator.backward, accelerator.clip_grad_norm_
         progress = progress and accelerator.is_main_process
@@ -329,7 +323,7 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
                 batch, rows = shard(batch, rank, world)
             batch = to_device(batch, device)
             with precision():
-                value, logs = loss(net, batch)
+                value, logs = loss(model, batch)
             if world > 1:
                 value, logs, weight = _all_processes(accelerator, value, logs, rows, whole)
             if not torch.isfinite(value.detach()).all():  # stop before a NaN reaches the weights
@@ -337,12 +331,10 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
                                    "inputs for NaN or inf, or turn bf16 off")
             opt.zero_grad(set_to_none=True)
             if world > 1:
-                # DDP averages the processes' gradients; weighting each share's mean loss by
-                # world * rows / batch rows makes that average the whole batch's gradient.
+                # Weighting each share's mean loss by world * rows / batch rows makes the
+                # average of the processes' gradients the whole batch's gradient.
                 backward(weight)
-                for p in extra:
-                    if p.grad is not None:
-                        p.grad.copy_(accelerator.reduce(p.grad, "mean"))
+                _average_gradients(accelerator, trained)
             else:
                 backward(value)
             if grad_clip:
@@ -379,10 +371,7 @@ def fit(model, train_batches, dev_batches=None, *, epochs: float = 1, max_steps:
     if hasattr(bar, "close"):
         bar.close()
     if accelerator is not None:
-        # The caller's model holds the trained weights; take off the mixed-precision forward
-        # wrapper and let the DDP wrapper (and its gradient hooks) go before the next fit.
-        accelerator.unwrap_model(net._wrapped if isinstance(net, _Replica) else net, keep_fp32_wrapper=False)
-        net = opt = None
+        opt = None
         accelerator.free_memory()
     if best_state is not None:
         model.load_state_dict(best_state)

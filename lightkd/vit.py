@@ -32,7 +32,7 @@ from .distill import require_alpha, require_temperature, soft_target_loss
 from .exercises import check_function
 from .models import (Attention, Block, ModelOutput, SmallCNN, ViTConfig, ViTOutput, VisionTransformer,  # noqa: F401
                      attention_rollout, require_patch_size, masked_softmax, patchify, to_transformers, unpatchify)
-from .train import logits_of
+from .train import logits_of, model_device, to_device
 
 # ------------------------------------------------------------- augmentation
 def augmentation_params(n: int, epoch: int, seed: int, max_shift: int = 0, flip: bool = True) -> dict:
@@ -51,10 +51,13 @@ def augment(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.Tensor, 
     """Shift each image by whole pixels (zero fill) and mirror the flagged ones."""
     b, c, h, w = images.shape
     pad = int(max(shift_y.abs().max(), shift_x.abs().max())) if b else 0
+    device = images.device  # the shifts come from augmentation_params, on the CPU
+    shift_y, shift_x, flip = shift_y.to(device), shift_x.to(device), flip.to(device)
     padded = F.pad(images, (pad, pad, pad, pad))
-    rows = torch.arange(h)[None, :] + pad - shift_y[:, None]  # B, H
-    cols = torch.arange(w)[None, :] + pad - shift_x[:, None]  # B, W
-    out = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+    rows = torch.arange(h, device=device)[None, :] + pad - shift_y[:, None]  # B, H
+    cols = torch.arange(w, device=device)[None, :] + pad - shift_x[:, None]  # B, W
+    out = padded[torch.arange(b, device=device)[:, None, None, None],
+                 torch.arange(c, device=device)[None, :, None, None],
                  rows[:, None, :, None], cols[:, None, None, :]]
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
@@ -143,6 +146,7 @@ def teacher_logits_for_views(teacher, split, epochs: int, seed: int, max_shift: 
     if not isinstance(epochs, int) or epochs < 1:
         raise LightKDError(f"epochs must be a positive integer, got {epochs!r}")
     teacher.eval()
+    device = model_device(teacher)
     start, n, out = time.perf_counter(), len(split), []
     for epoch in range(epochs):
         params = augmentation_params(n, epoch, seed, max_shift, flip)
@@ -150,7 +154,8 @@ def teacher_logits_for_views(teacher, split, epochs: int, seed: int, max_shift: 
         for s in range(0, n, batch_size):
             rows = torch.arange(s, min(s + batch_size, n))
             view = augment(split.images[rows], params["shift_y"][rows], params["shift_x"][rows], params["flip"][rows])
-            parts.append(logits_of(teacher(pixel_values=view)).float())
+            # the stored logits stay on the CPU, beside the split they index
+            parts.append(logits_of(teacher(pixel_values=view.to(device))).float().cpu())
         out.append(torch.cat(parts))
     return TeacherLogits(torch.stack(out), seed, max_shift, flip, epochs * n, time.perf_counter() - start)
 
@@ -257,7 +262,9 @@ def evaluate_heads(model, batches) -> dict:
     model.eval()
     hits = {"cls": 0, "dist": 0, "both": 0}
     total = 0
+    device = model_device(model)
     for batch in batches:
+        batch = to_device(batch, device)
         out = model(pixel_values=batch["pixel_values"])
         y = batch["labels"]
         hits["cls"] += (out.cls_logits.argmax(-1) == y).sum().item()

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from . import distill
 from .common import LightKDError
 from .models import ModelOutput
+from .train import model_device, to_device
 
 BOX_FEATURES = 6            # x1, y1, x2, y2, width, height, all in [0, 1] (OSCAR's region geometry)
 MAX_QUESTION_TOKENS = 16    # [CLS] + word pieces + [SEP]; easy-VQA's longest question needs 13
@@ -259,7 +260,7 @@ class FusionVLM(nn.Module):
             model.text_norm.load_state_dict(emb.LayerNorm.state_dict())
         for mine, i in zip(model.layers, chosen):
             mine.load_bert_layer(bert.encoder.layer[i])
-        return model
+        return model.to(model_device(bert))  # built on the CPU (same init draws), then beside the BERT
 
     # the two embeddings, then the encoder
     def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -341,7 +342,7 @@ def minivlm_student(teacher: FusionVLM, visual_dim: int, n_layers: int = 2) -> F
             getattr(student, name).load_state_dict(getattr(teacher, name).state_dict())
         for mine, j in zip(student.layers, layers):
             mine.load_state_dict(teacher.layers[j - 1].state_dict())
-    return student
+    return student.to(model_device(teacher))  # built on the CPU (same init draws), then beside the teacher
 
 
 def minivlm_from_pretrained(bert, visual_dim: int, num_answers: int, n_layers: int = 2) -> FusionVLM:
@@ -516,14 +517,16 @@ def teacher_targets(teacher: FusionVLM, batches: VQABatches, student_visual: int
       restricted to the student's positions and renormalised over them.
     Stored as float16."""
     teacher.eval()
+    device = model_device(teacher)
     length = batches.input_ids.shape[1]
     n = len(batches.labels)
     logits = hidden = attention = None
     for batch in batches:
+        batch = to_device(batch, device)  # the targets themselves stay on the CPU, beside the batches' rows
         out = teacher(batch["visual"], batch["input_ids"], batch["attention_mask"],
                       output_hidden_states=True, output_attentions=True)
         t_visual, l = batch["visual"].shape[1], batch["input_ids"].shape[1]
-        keep = student_positions(t_visual, student_visual, l)
+        keep = student_positions(t_visual, student_visual, l).to(device)
         s = student_visual + length
         rows = batch["index"]
         if logits is None:
@@ -531,12 +534,12 @@ def teacher_targets(teacher: FusionVLM, batches: VQABatches, student_visual: int
             logits = torch.zeros(n, out.logits.shape[1], dtype=torch.float16)
             hidden = torch.zeros(n, 1 + len(layers), s, teacher.hidden, dtype=torch.float16)
             attention = torch.zeros(n, len(layers), heads, s, s, dtype=torch.float16)
-        logits[rows] = out.logits.half()
+        logits[rows] = out.logits.half().cpu()
         states = torch.stack([out.hidden_states[0]] + [out.hidden_states[j] for j in layers], 1)[:, :, keep]
-        hidden[rows, :, :len(keep)] = states.half()
+        hidden[rows, :, :len(keep)] = states.half().cpu()
         att = torch.stack([out.attentions[j - 1] for j in layers], 1)[:, :, :, keep][..., keep]
         att = att / att.sum(-1, keepdim=True).clamp_min(1e-12)
-        attention[rows, :, :, :len(keep), :len(keep)] = att.half()
+        attention[rows, :, :, :len(keep), :len(keep)] = att.half().cpu()
     return {"logits": logits, "hidden": hidden, "attention": attention}
 
 
@@ -572,7 +575,8 @@ def distilvlm_loss(student_out: ModelOutput, batch: dict, *, temperature: float 
         raise LightKDError("run the student with output_hidden_states=True and output_attentions=True")
     v = batch["visual"].shape[1]
     s = v + batch["input_ids"].shape[1]
-    mask = torch.cat([torch.ones(len(labels), v), batch["attention_mask"].float()], 1)     # (B, S) real tokens
+    mask = torch.cat([torch.ones(len(labels), v, device=labels.device),
+                      batch["attention_mask"].float()], 1)                                 # (B, S) real tokens
     t = temperature
     kl = F.kl_div(F.log_softmax(logits / t, -1), F.softmax(batch["t_logits"] / t, -1), reduction="batchmean") * t * t
     s_hidden = torch.stack(student_out.hidden_states, 1)                                   # (B, 1+L, S, H)

@@ -20,15 +20,19 @@ CORE = {"common", "data", "models", "zoo", "train", "bench", "viz", "results", "
 METHODS = {"quant", "prune", "distill", "tinybert", "mobilebert", "vit", "share", "sparsify", "vlm"}
 
 
-def _lightkd_imports(path: Path) -> set[str]:
-    """The lightkd modules a file imports (relative or absolute, anywhere in the file)."""
+def _lightkd_imports(path: Path, package: str = "lightkd") -> set[str]:
+    """The modules a file imports (relative or absolute, anywhere in the file): of
+    lightkd for a top-level module; for a module of ``package`` (``lightkd.recipes``),
+    ``from .x`` names its sibling x and ``from ..x`` (or ``lightkd.x``) names lightkd's x."""
+    depth = package.count(".")  # 0 for lightkd, 1 for lightkd.recipes
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                names.add(node.module.split(".")[0])
-            elif node.level == 1:
-                names.update(a.name for a in node.names)
+            if node.level and node.level <= depth + 1:
+                found = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+                if depth and node.level == 1 and not node.module:  # `from . import RECIPES`: a name of __init__
+                    found = [n if (path.parent / f"{n}.py").exists() else "__init__" for n in found]
+                names.update(found)
             elif node.module and node.module.startswith("lightkd"):
                 parts = node.module.split(".")
                 names.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
@@ -37,15 +41,22 @@ def _lightkd_imports(path: Path) -> set[str]:
     return names
 
 
+RECIPES = PACKAGE / "recipes"
+
+
 def test_every_module_is_core_or_method():
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"recipes"}
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
     assert modules <= CORE | METHODS, f"classify {modules - CORE - METHODS} as core or method in this test"
+    assert (RECIPES / "__init__.py").exists(), "lightkd.recipes, the third layer, is a package"
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.stem)
 def test_layering(path):
-    """The core never imports a method; a method imports the core and distill only."""
-    imported = _lightkd_imports(path) & (CORE | METHODS)
+    """The core never imports a method; a method imports the core and distill only;
+    neither imports the recipes (the layer above them)."""
+    imported = _lightkd_imports(path)
+    assert "recipes" not in imported, f"{path.stem} imports lightkd.recipes: only the notebooks sit above it"
+    imported &= CORE | METHODS
     if path.stem in CORE:
         assert not imported & METHODS, f"core module {path.stem} imports methods {imported & METHODS}"
     else:
@@ -53,10 +64,24 @@ def test_layering(path):
             f"method {path.stem} imports other methods {imported & (METHODS - {'distill', path.stem})}"
 
 
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.py")), ids=lambda p: f"recipes.{p.stem}")
+def test_recipes_layering(path):
+    """Recipes may import the core and any method, and one another, nothing unknown."""
+    imported = _lightkd_imports(path, package="lightkd.recipes")
+    inside = {p.stem for p in RECIPES.glob("*.py")}
+    assert imported <= CORE | METHODS | inside, f"recipes.{path.stem} imports {imported - CORE - METHODS - inside}"
+
+
 def test_layering_test_catches_a_violation(tmp_path):
     bad = tmp_path / "bench.py"
     bad.write_text("from . import quant\nfrom lightkd.vit import deit_loss\n")
     assert _lightkd_imports(bad) == {"quant", "vit"}
+    bad.write_text("from .recipes.text import TEACHER\nimport lightkd.recipes\n")  # the core reaching up
+    assert _lightkd_imports(bad) == {"recipes"}
+    recipe = tmp_path / "text.py"
+    recipe.write_text("from .. import prune, zoo\nfrom ..common import LightKDError\nfrom .base import Recipe\n"
+                      "from lightkd.vit import deit_loss\n")
+    assert _lightkd_imports(recipe, package="lightkd.recipes") == {"prune", "zoo", "common", "base", "vit"}
 
 
 # ------------------------------------------------------------ the protocol

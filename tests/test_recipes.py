@@ -3,10 +3,12 @@ its tiny configuration and writes its results file; all of them run in one
 ``accelerate launch`` over two CPU processes, rank 0 alone writing; a mistake
 on the command line is one message and exit status 2."""
 import json
+import re
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +131,20 @@ def test_recorder_writes_where_it_is_told(tmp_path, monkeypatch):
     assert Recorder("01_teacher").path == tmp_path / "results" / "01_teacher.json"  # the chapters' default
     with pytest.raises(LightKDError, match="name must be"):
         Recorder("01_teacher", out=tmp_path, name="a/b")
+
+
+# ------------------------------------------------------------ the chapters call them
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.mark.parametrize("chapter", sorted({r.chapter for r in RECIPES.values()}))
+def test_every_chapter_scales_up_with_its_recipes(chapter):
+    """A chapter's "Scaling up" runs the recipes registered for it (which CI runs --tiny above),
+    not code that nobody executes."""
+    nb = json.loads((NOTEBOOKS / f"{chapter}.ipynb").read_text())
+    text = next("".join(c["source"]) for c in nb["cells"]
+                if c["cell_type"] == "markdown" and "## Scaling up" in "".join(c["source"]))
+    section = text[text.index("## Scaling up"):].split("\n## ")[0]
+    named = set(re.findall(r"-m lightkd\.recipes (\w+)", section)) - {"list"}
+    assert named == {n for n, r in RECIPES.items() if r.chapter == chapter}, named
+    assert "```python" not in section, "unexecuted code in Scaling up"

@@ -85,6 +85,12 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def saved(rec) -> dict:
+    """Write a recipe's results file (its Recorder was made with ``out=`` and ``name=``) and
+    return what it holds. Every process writes: ``Recipe.__call__`` gives the others a scratch folder."""
+    return json.loads(rec.save().read_text())
+
+
 def device():
     """The device this process trains on (``accelerate``'s choice: its GPU, or the CPU)."""
     from accelerate import PartialState

@@ -26,7 +26,7 @@ import torch
 from .. import bench, data, distill, mobilebert as mb, prune, quant, tinybert, train, zoo
 from ..common import SourceMissing, set_seed
 from ..results import Recorder
-from .base import Recipe, device, is_main_process
+from .base import Recipe, device, is_main_process, saved
 
 SST2_TEACHER = "textattack/bert-base-uncased-SST-2"  # BERT-base fine-tuned on SST-2, on the hub
 TINY_BERT = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
@@ -140,11 +140,6 @@ def export_int8(model, batches, out: Path, stem: str) -> bench.OnnxRunner:
 
 def recorder(recipe: str, chapter: str, out: Path) -> Recorder:
     return Recorder(chapter, out=out, name=recipe)
-
-
-def saved(rec: Recorder) -> dict:
-    """Write the results file and return what it holds."""
-    return json.loads(rec.save().read_text())
 
 
 def where(cfg: dict, what: str = "") -> str:

@@ -18,7 +18,6 @@ with it (``accelerate launch --num_processes N -m lightkd.recipes NAME``).
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import torch
@@ -27,21 +26,13 @@ from .. import bench, data, distill, models, share, sparsify, train, vit, vlm, z
 from ..common import LightKDError, set_seed
 from ..data import ImageSplit, TextSplit
 from ..results import Recorder
-from .base import Recipe
+from .base import Recipe, saved
 from .base import device as _device  # this process's device: Accelerate's GPU, or the CPU
 
 LOCAL_IMAGES = ("digits", "fashion_mnist")   # lightkd's offline image sets; anything else is a hub id or folder
 
 
 # ------------------------------------------------------------ shared pieces
-def _save(rec: Recorder) -> dict:
-    """Write ``out/<name>.json`` (the Recorder was made with ``out=`` and ``name=``) and
-    return what was recorded; on other processes than the main one ``out`` is a scratch
-    folder (see ``Recipe.__call__``)."""
-    rec.save()
-    return {"chapter": rec.chapter, "runtime_s": rec.metrics["runtime_s"]["value"], "metrics": rec.metrics}
-
-
 def _fit(model, batches, cfg, **kwargs):
     """``train.fit`` with the recipe's budget: ``max_steps`` if set, else ``epochs``."""
     budget = {"max_steps": cfg["max_steps"]} if cfg.get("max_steps") else {"epochs": cfg["epochs"]}
@@ -169,7 +160,7 @@ def run_deit(cfg: dict, out: Path) -> dict:
               unique_params=bench.count_params(student), method=f"DeiT {cfg['kind']} distillation")
     rec.record("train.steps", result.steps, unit="count")
     rec.record("train.seconds", result.seconds, unit="s")
-    return _save(rec)
+    return saved(rec)
 
 
 # DeiT-Ti / DeiT-S (Touvron et al. 2021, Table 1); the training budget of facebookresearch/deit.
@@ -244,7 +235,7 @@ def run_albert(cfg: dict, out: Path) -> dict:
     rec.record("albert.student.encoder_params", share.encoder_params(student), unit="params",
                note="shared layers counted once")
     rec.record("train.steps", result.steps, unit="count")
-    return _save(rec)
+    return saved(rec)
 
 
 ALBERT = Recipe(
@@ -291,7 +282,7 @@ def run_minivit(cfg: dict, out: Path) -> dict:
     rec.model("minivit_student", accuracy=acc, params=bench.count_params(student),
               unique_params=bench.count_params(student), method="MiniViT weight multiplexing + KD")
     rec.record("train.steps", result.steps, unit="count")
-    return _save(rec)
+    return saved(rec)
 
 
 MINIVIT = Recipe(
@@ -365,7 +356,7 @@ def run_dynamicvit(cfg: dict, out: Path) -> dict:
                    paper={"evit": 0.795}.get(name) if rho == 0.7 else None, source="EViT/DeiT-S keep 0.7")
         rec.record(f"{name}.{knob}.flops_ratio", bench.flops(m, one) / base_flops, unit="ratio")
     rec.record("train.steps", result.steps, unit="count")
-    return _save(rec)
+    return saved(rec)
 
 
 DYNAMICVIT = Recipe(
@@ -465,7 +456,7 @@ def run_vlm(cfg: dict, out: Path) -> dict:
     rec.model("distilvlm_student", accuracy=s_acc, params=bench.count_params(student),
               unique_params=bench.count_params(student), method=f"DistilVLM ({cfg['mode']} tokens)")
     rec.record("train.steps", result.steps, unit="count")
-    return _save(rec)
+    return saved(rec)
 
 
 VLM = Recipe(

@@ -126,7 +126,8 @@ class Recorder:
         self.record(f"models.{name}.method", method or name)
 
     def claim(self, claim_id: str, effect, ci=None, *, threshold: float = 0.0, direction: str = "above",
-              claim: str, source: str, unit: str = "points", note: str | None = None, paper=None) -> str:
+              claim: str, source: str, unit: str = "points", note: str | None = None, paper=None,
+              untestable: str | None = None) -> str:
         """Record one line of the claim ledger and return its verdict.
 
         ``effect`` is what was measured (e.g. accuracy with KD minus without,
@@ -134,12 +135,22 @@ class Recorder:
         as a parameter count), and the paper's claim reads "effect is
         ``direction`` ``threshold``" (e.g. above 0: KD helps; below 1: within
         one point). ``claim`` is the paper's sentence, ``source`` its citation.
+        ``untestable``: why this run cannot test the claim, when it cannot (for
+        example, both arms of a comparison are still at chance, so a zero
+        difference says nothing); the verdict is then *inconclusive* whatever
+        the interval, and the ledger gives the reason beside the claim.
         """
         _check_key(claim_id, "claim id")
+        if untestable is not None and (not isinstance(untestable, str) or not untestable.strip()):
+            raise LightKDError(f"untestable must be None or the reason the run cannot test the claim, got {untestable!r}")
         verdict_ = verdict(effect, ci, threshold=threshold, direction=direction)
+        if untestable:
+            verdict_ = "inconclusive"
         low, high = (effect, effect) if ci is None else _interval(ci, "ci")
         base = f"claims.{claim_id}"
         self.record(f"{base}.verdict", verdict_, source=source, note=note)
+        if untestable:
+            self.record(f"{base}.untestable", untestable)
         self.record(f"{base}.claim", claim)
         self.record(f"{base}.effect", effect, unit=unit, paper=paper, source=source)
         self.record(f"{base}.ci_low", low, unit=unit)
@@ -331,7 +342,9 @@ def ledger(source):
         m = lambda f: metrics[f"claims.{cid}.{f}"]
         unit = m("effect").get("unit", "")
         side = ">" if m("direction")["value"] == "above" else "<"
-        rows.append({"claim": m("claim")["value"], "source": m("verdict").get("source", ""),
+        why = metrics.get(f"claims.{cid}.untestable", {}).get("value")
+        rows.append({"claim": m("claim")["value"] + (f" (cannot be tested here: {why})" if why else ""),
+                     "source": m("verdict").get("source", ""),
                      "measured": _fmt(m("effect")["value"], unit),
                      "95% interval": f"[{_fmt(m('ci_low')['value'], unit)}, {_fmt(m('ci_high')['value'], unit)}]",
                      "holds if": f"{side} {_fmt(m('threshold')['value'], unit)}",

@@ -280,6 +280,22 @@ def test_claims_and_models_are_recorded_in_one_shape(tmp_path, monkeypatch):
         rec.claim("Bad Id", 1.0, claim="x", source="y")
 
 
+def test_a_claim_the_run_cannot_test_is_inconclusive_whatever_its_interval(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTKD_RESULTS", str(tmp_path))
+    rec = results.Recorder("99_untestable")
+    # Two students at chance differ by nothing, and "costs at most a point" would read as reproduced.
+    v = rec.claim("costs_little", 0.1, (-0.3, 0.5), threshold=-1.0, claim="Factorizing costs little",
+                  source="ALBERT", untestable="both students are at chance")
+    assert v == "inconclusive" and rec["claims.costs_little.untestable"] == "both students are at chance"
+    assert rec.claim("plain", 0.1, (-0.3, 0.5), threshold=-1.0, claim="c", source="s") == "reproduced"
+    table = results.ledger(rec)
+    assert list(table["verdict"]) == ["inconclusive", "reproduced"]
+    assert table.loc[0, "claim"] == "Factorizing costs little (cannot be tested here: both students are at chance)"
+    for bad in ("", "  ", 3):
+        with pytest.raises(LightKDError, match="untestable"):
+            rec.claim("bad", 0.1, (-0.3, 0.5), claim="c", source="s", untestable=bad)
+
+
 def test_unusable_cache_folder_gives_a_clear_error(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

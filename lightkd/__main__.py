@@ -16,8 +16,9 @@ def fetch() -> None:
     except SourceMissing as e:
         print(f"fashion_mnist: not available ({e})")
     _fetch_vision_language()
-    # The fine-tuned teacher most chapters share: trained here once, on every core, so that no test
-    # worker idles on its lock while another trains it at one thread.
+    # The fine-tuned teacher most chapters share: trained here once (on one thread, as wherever it is
+    # trained, so that every machine gets the same weights), before the test workers start, so that
+    # none of them idles on its lock while another trains it.
     teacher, _ = zoo.fine_tuned_teacher(verbose=False)
     print(f"fine-tuned teacher: dev accuracy {teacher.lightkd_info['dev_accuracy']:.4f}")
     print(f"cache: {cache_dir()}")

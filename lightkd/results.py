@@ -349,7 +349,24 @@ def ledger(source):
                      "95% interval": f"[{_fmt(m('ci_low')['value'], unit)}, {_fmt(m('ci_high')['value'], unit)}]",
                      "holds if": f"{side} {_fmt(m('threshold')['value'], unit)}",
                      "verdict": m("verdict")["value"]})
-    return pd.DataFrame(rows, columns=["claim", "source", "measured", "95% interval", "holds if", "verdict"])
+    return _full_text(pd.DataFrame(rows, columns=["claim", "source", "measured", "95% interval", "holds if", "verdict"]))
+
+
+def _full_text(table):
+    """``table``, shown in a notebook with every cell's whole text: pandas cuts strings at 50
+    characters in its HTML, and a claim the reader cannot finish is no ledger."""
+    import pandas as pd
+
+    class Ledger(pd.DataFrame):
+        @property
+        def _constructor(self):
+            return Ledger
+
+        def _repr_html_(self):
+            with pd.option_context("display.max_colwidth", None):
+                return super()._repr_html_()
+
+    return Ledger(table)
 
 
 # ------------------------------------------------------------ the scoreboard

@@ -291,6 +291,11 @@ def test_a_claim_the_run_cannot_test_is_inconclusive_whatever_its_interval(tmp_p
     table = results.ledger(rec)
     assert list(table["verdict"]) == ["inconclusive", "reproduced"]
     assert table.loc[0, "claim"] == "Factorizing costs little (cannot be tested here: both students are at chance)"
+    # The notebook shows every claim whole (pandas cuts cells at 50 characters by default).
+    long_claim = "A claim long enough that pandas would cut it short in a notebook's table, unless told not to"
+    rec.claim("long", 1.0, (0.5, 1.5), claim=long_claim, source="s")
+    html = results.ledger(rec)._repr_html_()
+    assert long_claim in html and "..." not in html
     for bad in ("", "  ", 3):
         with pytest.raises(LightKDError, match="untestable"):
             rec.claim("bad", 0.1, (-0.3, 0.5), claim="c", source="s", untestable=bad)

@@ -352,21 +352,28 @@ def ledger(source):
     return _full_text(pd.DataFrame(rows, columns=["claim", "source", "measured", "95% interval", "holds if", "verdict"]))
 
 
+_LEDGER_CLASS = None
+
+
 def _full_text(table):
     """``table``, shown in a notebook with every cell's whole text: pandas cuts strings at 50
-    characters in its HTML, and a claim the reader cannot finish is no ledger."""
-    import pandas as pd
+    characters in its HTML, and a claim the reader cannot finish is no ledger. (The subclass is
+    built once, on first use: lightkd imports pandas only where it needs it.)"""
+    global _LEDGER_CLASS
+    if _LEDGER_CLASS is None:
+        import pandas as pd
 
-    class Ledger(pd.DataFrame):
-        @property
-        def _constructor(self):
-            return Ledger
+        class Ledger(pd.DataFrame):
+            @property
+            def _constructor(self):
+                return Ledger
 
-        def _repr_html_(self):
-            with pd.option_context("display.max_colwidth", None):
-                return super()._repr_html_()
+            def _repr_html_(self):
+                with pd.option_context("display.max_colwidth", None):
+                    return super()._repr_html_()
 
-    return Ledger(table)
+        _LEDGER_CLASS = Ledger
+    return _LEDGER_CLASS(table)
 
 
 # ------------------------------------------------------------ the scoreboard

@@ -99,3 +99,14 @@ def test_setup_files_agree():
     for extra in extras.split(","):
         assert f"\n{extra} = [" in pyproject
     assert re.search(r'"torch>=[0-9.]+,<', pyproject), "pyproject keeps torch as a range"
+
+
+def test_both_commands_run_chapters_on_one_thread():
+    """The book command and the test command train on the thread count the
+    published results were made with; another count changes their last digits."""
+    for command in ("book.sh", "test.sh"):
+        text = (ROOT / "tools" / command).read_text()
+        assert re.search(r"^export .*\bOMP_NUM_THREADS=1\b", text, re.M), f"{command} does not pin one thread"
+    book = (ROOT / "tools" / "book.sh").read_text()
+    assert "run_notebook.py notebooks/scoreboard.ipynb" in book, "the scoreboard must run after the chapters"
+    assert '"off"' in book, "the book command renders what it executed; jupyter-book must not execute again"

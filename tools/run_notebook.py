@@ -13,9 +13,39 @@ import os
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 
 import nbformat
 from nbclient import NotebookClient
+
+
+class PatientClient(NotebookClient):
+    """A NotebookClient that waits for a cell's reply in one-second polls.
+
+    With a widget in a cell, nbclient can miss the wake-up for the kernel's
+    reply on the shell channel and wait out the whole cell timeout while the
+    kernel sits idle (nbclient issue 312); it happened here once, at chapter
+    3's widget, with both cores busy. A fresh poll sees a waiting message at
+    once, so polling in short steps turns that hang into a one-second delay.
+    The total wait, and nbclient's timeout handling, are unchanged."""
+
+    async def async_start_new_kernel_client(self):
+        kc = await super().async_start_new_kernel_client()
+        channel = kc.shell_channel
+        get_msg = channel.get_msg
+
+        async def get_msg_in_steps(timeout=None):
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                step = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+                try:
+                    return await get_msg(timeout=step)
+                except Empty:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+
+        channel.get_msg = get_msg_in_steps
+        return kc
 
 
 def main():
@@ -34,8 +64,8 @@ def main():
     os.environ.setdefault("LIGHTKD_PROGRESS", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
-    client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(out.parent.resolve())}}, store_widget_state=True)
+    client = PatientClient(nb, timeout=args.timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(out.parent.resolve())}}, store_widget_state=True)
     try:
         client.execute()
     finally:

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import LightKDError
+from .common import LightKDError, require_positive_int
 from .exercises import check_function
 
 SCHEMES = ("symmetric", "asymmetric")
@@ -530,6 +530,34 @@ def ptq_static(model: nn.Module, batches, bits: int = 8, observer: str = "minmax
     """A fake-quantized copy of ``model`` with calibrated activation ranges."""
     q = prepare_q8bert(copy.deepcopy(model), bits=bits, act_bits=act_bits, weight_granularity=weight_granularity)
     return calibrate(q, batches, observer=observer, percentile=percentile, max_batches=max_batches)
+
+
+def evaluate_ptq(model: nn.Module, calibration, test, bits: int = 8, observer: str = "minmax",
+                 percentile: float = 99.99, max_batches: int | None = 8, act_bits: int | None = None,
+                 weight_granularity: str = "per_tensor", verbose: bool = False) -> dict:
+    """``train.evaluate(ptq_static(model, calibration, ...), test, bf16=False)``,
+    cached: scoring a fake-quantized model in float is slow, and a chapter
+    scores many. ``calibration`` is read once, as ``ptq_static`` reads it (a
+    shuffled iterator moves on one epoch), and the batches it gives are part
+    of the cache key together with ``model``'s weights and every setting."""
+    from . import zoo
+    if max_batches is not None:
+        require_positive_int("max_batches", max_batches)
+    used = []
+    for k, batch in enumerate(calibration):
+        if max_batches is not None and k >= max_batches:
+            break
+        used.append(batch)
+    if not used:
+        raise LightKDError("calibration is empty: static quantization needs batches to observe")
+    spec = {"model": zoo.content_identity(model), "calibration": zoo.batches_identity(used), "bits": bits,
+            "act_bits": act_bits, "observer": observer, "percentile": percentile,
+            "weight_granularity": weight_granularity, "version": 1}
+
+    def build():
+        return ptq_static(model, used, bits=bits, observer=observer, percentile=percentile, max_batches=None,
+                          act_bits=act_bits, weight_granularity=weight_granularity)
+    return zoo.cached_evaluate(build, test, bf16=False, spec=spec, kind="ptq-evaluation", verbose=verbose)
 
 
 # ------------------------------------------------------------------ 4. checks

@@ -238,6 +238,71 @@ def cached_tensors(kind: str, spec: dict, compute, *, verbose: bool = False) -> 
     return {k: v for k, v in holder.named_buffers()}, dict(holder.lightkd_info)
 
 
+def content_identity(model: nn.Module) -> str:
+    """A hash of what decides a model's outputs: its modules as printed (class
+    names, shapes, quantizer bits) and every tensor of its state. Unlike
+    ``model_identity`` it changes when the weights change in place (pruned,
+    fine-tuned further), so it is safe as the key of a cached evaluation."""
+    if not isinstance(model, nn.Module):
+        raise LightKDError(f"model must be an nn.Module, got {type(model).__name__}")
+    h = hashlib.sha256(repr(model).encode())
+    for name, value in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str((value.dtype, tuple(value.shape))).encode())
+        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def batches_identity(batches) -> str:
+    """A hash of every tensor one pass over ``batches`` yields, in order."""
+    h, n = hashlib.sha256(), 0
+    for batch in batches:
+        n += 1
+        for name in sorted(batch):
+            value = batch[name]
+            if isinstance(value, torch.Tensor):
+                h.update(f"{name}{value.dtype}{tuple(value.shape)}".encode())
+                h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    if n == 0:
+        raise LightKDError("there is nothing to evaluate: the batches are empty")
+    return h.hexdigest()[:16]
+
+
+def cached_evaluate(model, batches, bf16="auto", *, spec: dict | None = None, kind: str = "evaluation",
+                    verbose: bool = False) -> dict:
+    """``train.evaluate(model, batches, bf16)``, computed once and cached: the
+    logits are stored, so a second run skips the scoring (which, for a
+    fake-quantized model scored in float, is most of a chapter's time).
+
+    ``model`` is a module, keyed by its ``content_identity``, or a function
+    that builds one, keyed by ``spec`` (which must then name everything that
+    decides the model) and called only when the cache misses. The batches are
+    keyed by their content, so they must yield the same examples on every
+    pass, as an evaluation split does."""
+    if isinstance(model, nn.Module):
+        key = {"model": content_identity(model), **(spec or {})}
+    elif callable(model):
+        if not spec:
+            raise LightKDError("spec must name the model when model is a function that builds it")
+        key = dict(spec)
+    else:
+        raise LightKDError(f"model must be an nn.Module or a function that builds one, got {type(model).__name__}")
+    resolved = training._resolve_bf16(bf16, training.model_device(model) if isinstance(model, nn.Module) else "cpu")
+    key.update(data=batches_identity(batches), bf16=resolved, version=1)
+
+    def compute():
+        net = model if isinstance(model, nn.Module) else model()
+        out = training.evaluate(net, batches, bf16=resolved)
+        return {"logits": out["logits"], "labels": out["labels"]}, {}
+
+    tensors, _ = cached_tensors(kind, key, compute, verbose=verbose)
+    logits, labels = tensors["logits"], tensors["labels"]
+    predictions = logits.argmax(-1)
+    return {"accuracy": (predictions == labels).float().mean().item(),
+            "loss": torch.nn.functional.cross_entropy(logits, labels).item(),
+            "predictions": predictions, "labels": labels, "logits": logits}
+
+
 def cached_fit(kind: str, spec: dict, make, train_batches, dev_batches=None, *, seed: int | None = None,
                verbose: bool = False, **fit_kwargs):
     """The "spec + cached + fit" pattern in one call: build ``make()`` from

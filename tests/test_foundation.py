@@ -196,6 +196,37 @@ def test_cached_tensors_round_trip(tmp_cache):
     assert len(calls) == 1
 
 
+def test_cached_evaluate_scores_once_and_keys_on_weights_and_data(tmp_cache, monkeypatch):
+    split = ImageSplit(torch.rand(12, 1, 28, 28), torch.arange(12) % 10)
+    test = data.image_batches(split, batch_size=5)
+    model = models.SmallCNN(width=2, hidden=4).eval()
+    expected = train.evaluate(model, test, bf16=False)
+    got = zoo.cached_evaluate(model, test, bf16=False)
+    assert torch.equal(got["logits"], expected["logits"]) and torch.equal(got["predictions"], expected["predictions"])
+    assert got["accuracy"] == expected["accuracy"] and abs(got["loss"] - expected["loss"]) < 1e-6
+    scored = []
+    real = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: scored.append(1) or real(*a, **k))
+    zoo.cached_evaluate(model, test, bf16=False)
+    assert not scored, "the second call reads the stored logits"
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)                          # changed in place: same object, new key
+    zoo.cached_evaluate(model, test, bf16=False)
+    other = data.image_batches(ImageSplit(torch.rand(12, 1, 28, 28), torch.arange(12) % 10), batch_size=5)
+    zoo.cached_evaluate(model, other, bf16=False)
+    assert len(scored) == 2
+    built = []
+    lazy = zoo.cached_evaluate(lambda: built.append(1) or model, test, bf16=False, spec={"name": "cnn"})
+    lazy_again = zoo.cached_evaluate(lambda: built.append(1) or model, test, bf16=False, spec={"name": "cnn"})
+    assert len(built) == 1 and torch.equal(lazy["logits"], lazy_again["logits"])
+    with pytest.raises(LightKDError, match="spec must name the model"):
+        zoo.cached_evaluate(lambda: model, test, bf16=False)
+    with pytest.raises(LightKDError, match="nn.Module or a function"):
+        zoo.cached_evaluate("teacher", test, bf16=False)
+    with pytest.raises(LightKDError, match="batches are empty"):
+        zoo.cached_evaluate(model, [], bf16=False)
+
+
 def test_model_identity_is_never_a_path():
     model = nn.Linear(2, 2)
     model.lightkd_cache = "/some/machine/path/teacher-abc123"

@@ -232,6 +232,52 @@ def test_ptq_static_calibration_and_eight_bits_close_to_float():
         quant.ptq_static(model, data, observer="percentile", percentile=0)
 
 
+def test_evaluate_ptq_is_ptq_static_scored_and_cached(tmp_cache, monkeypatch):
+    from lightkd import train
+    model, calibration, test = tiny_bert(), batches(n=4, seed=1), batches(n=2, seed=2)
+    settings = dict(bits=4, act_bits=8, max_batches=3)
+    expected = train.evaluate(quant.ptq_static(model, calibration, **settings), test, bf16=False)
+    first = quant.evaluate_ptq(model, calibration, test, **settings)
+    assert torch.equal(first["logits"], expected["logits"]) and first["accuracy"] == expected["accuracy"]
+    built = []
+    real = quant.ptq_static
+    monkeypatch.setattr(quant, "ptq_static", lambda *a, **k: built.append(1) or real(*a, **k))
+    again = quant.evaluate_ptq(model, calibration, test, **settings)
+    assert not built and torch.equal(again["logits"], first["logits"]), "a second call reads the cache"
+    # anything that decides the quantized model is in the key: settings, calibration data, weights
+    other = quant.evaluate_ptq(model, calibration, test, bits=2, act_bits=8, max_batches=3)
+    assert built and not torch.equal(other["logits"], first["logits"])
+    built.clear()
+    quant.evaluate_ptq(model, batches(n=4, seed=3), test, **settings)
+    assert built, "other calibration batches are another entry"
+    built.clear()
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed.classifier.weight.mul_(-1)
+    flipped = quant.evaluate_ptq(changed, calibration, test, **settings)
+    assert built and not torch.equal(flipped["logits"], first["logits"]), "weights changed in place: a new entry"
+    with pytest.raises(LightKDError, match="calibration is empty"):
+        quant.evaluate_ptq(model, [], test)
+    with pytest.raises(LightKDError, match="max_batches"):
+        quant.evaluate_ptq(model, calibration, test, max_batches=0)
+
+
+def test_evaluate_ptq_reads_a_shuffled_iterator_as_ptq_static_does(tmp_cache):
+    from lightkd import data, train, zoo
+    tok = zoo.load_tokenizer()
+    split = data.TextSplit(texts=[f"sentence number {i} is {'good' if i % 2 else 'bad'}" for i in range(40)],
+                           labels=[i % 2 for i in range(40)])
+    model = tiny_bert()
+    model.resize_token_embeddings(tok.vocab_size)
+    test = data.text_batches(split, tok, batch_size=8)
+    plain, cached = (data.text_batches(split, tok, batch_size=8, shuffle=True, seed=0) for _ in range(2))
+    for _ in range(2):  # the second call of each sees the iterator's second epoch
+        expected = train.evaluate(quant.ptq_static(model, plain, bits=4, act_bits=8, max_batches=2), test, bf16=False)
+        got = quant.evaluate_ptq(model, cached, test, bits=4, act_bits=8, max_batches=2)
+        assert torch.equal(got["logits"], expected["logits"])
+    assert plain.epoch == cached.epoch == 2
+
+
 def test_qat_trains_through_the_train_loop():
     from lightkd import train
     model = quant.prepare_q8bert(tiny_bert(), bits=4)

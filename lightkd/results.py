@@ -147,6 +147,9 @@ class Recorder:
         if untestable:
             verdict_ = "inconclusive"
         low, high = (effect, effect) if ci is None else _interval(ci, "ci")
+        if not low - 1e-9 * max(1.0, abs(low)) <= float(effect) <= high + 1e-9 * max(1.0, abs(high)):
+            raise LightKDError(f"claim {claim_id!r}: the effect {effect!r} lies outside its own interval "
+                               f"[{low!r}, {high!r}]; give the interval of the same statistic (a median's for a median)")
         base = f"claims.{claim_id}"
         self.record(f"{base}.verdict", verdict_, source=source, note=note)
         if untestable:
@@ -278,6 +281,26 @@ def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
         raise LightKDError(f"level must be in (0, 1), got {level!r}")
     mean, half = float(x.mean()), _t_critical(len(x), level) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return mean, mean - half, mean + half
+
+
+def median_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(median, low, high): a distribution-free interval for the median, from
+    order statistics (the number of values below the median is binomial with
+    p = 1/2). For per-round latency ratios: a burst of load in one round moves
+    the mean and the t interval, not the median."""
+    x = np.sort(np.asarray(values, dtype=float))
+    if x.ndim != 1 or not np.isfinite(x).all():
+        raise LightKDError(f"values must be finite numbers, got {values!r}")
+    if not 0 < level < 1:
+        raise LightKDError(f"level must be in (0, 1), got {level!r}")
+    n, tail = len(x), (1 - level) / 2
+    below = [math.comb(n, i) / 2 ** n for i in range(n + 1)]
+    k = 0  # the interval [x_(k+1), x_(n-k)] misses the median with probability 2 P(B <= k)
+    while k + 1 < n - k and sum(below[:k + 1]) <= tail:
+        k += 1
+    if n < 2 or sum(below[:k]) > tail or k == 0:
+        raise LightKDError(f"need more values for a {level:.0%} interval of the median, got {n}")
+    return float(np.median(x)), float(x[k - 1]), float(x[n - k])
 
 
 def paired_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:

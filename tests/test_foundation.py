@@ -294,6 +294,24 @@ def test_intervals():
         results.mean_interval([1.0])
 
 
+def test_median_interval_is_the_order_statistics_and_resists_a_burst():
+    # 20 values: [x_(6), x_(15)] is the 95% interval of the median (binomial, p = 1/2: 95.9% coverage)
+    assert results.median_interval(np.arange(1.0, 21.0)) == (10.5, 6.0, 15.0)
+    assert results.median_interval(np.arange(1.0, 7.0))[1:] == (1.0, 6.0)    # 6 values: min to max (96.9%)
+    with pytest.raises(LightKDError, match="need more values"):
+        results.median_interval([1.0, 2.0, 3.0, 4.0, 5.0])               # 5 values cannot reach 95%
+    with pytest.raises(LightKDError, match="finite"):
+        results.median_interval([1.0, float("nan")] * 5)
+    rng = np.random.default_rng(0)
+    covered = sum(low <= np.log(2) <= high for low, high in
+                  (results.median_interval(rng.exponential(size=20))[1:] for _ in range(2000)))
+    assert 0.94 < covered / 2000 < 0.98, "the exponential's median is inside about 95% of the time"
+    ratios = np.full(20, 1.0) + rng.normal(0, 0.01, 20)
+    ratios[3] = 0.3                                                  # one round hit by a burst of load
+    median, low, high = results.median_interval(ratios)
+    assert low <= median <= high and low > 0.95 and results.mean_interval(ratios)[1] < 0.9
+
+
 def test_claims_and_models_are_recorded_in_one_shape(tmp_path, monkeypatch):
     monkeypatch.setenv("LIGHTKD_RESULTS", str(tmp_path))
     rec = results.Recorder("99_ledger")
@@ -309,6 +327,8 @@ def test_claims_and_models_are_recorded_in_one_shape(tmp_path, monkeypatch):
     assert list(table["verdict"]) == ["reproduced"] and table.loc[0, "95% interval"] == "[+0.40, +2.00]"
     with pytest.raises(LightKDError):
         rec.claim("Bad Id", 1.0, claim="x", source="y")
+    with pytest.raises(LightKDError, match="outside its own interval"):
+        rec.claim("median_with_a_mean_interval", 0.37, (0.41, 0.77), claim="x", source="y")
 
 
 def test_a_claim_the_run_cannot_test_is_inconclusive_whatever_its_interval(tmp_path, monkeypatch):

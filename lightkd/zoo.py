@@ -248,9 +248,29 @@ def content_identity(model: nn.Module) -> str:
     h = hashlib.sha256(repr(model).encode())
     for name, value in model.state_dict().items():
         h.update(name.encode())
-        h.update(str((value.dtype, tuple(value.shape))).encode())
-        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        _hash_value(h, value)
     return h.hexdigest()[:16]
+
+
+def _hash_value(h, value) -> None:
+    """Feed a state-dict entry to ``h``: tensors by their bytes (int8 ones with
+    their scales), the packed weights of torch's int8 layers piece by piece."""
+    if isinstance(value, torch.Tensor):
+        if value.is_quantized:
+            _hash_value(h, value.int_repr())
+            params = ((value.q_scale(), value.q_zero_point()) if value.qscheme() in
+                      (torch.per_tensor_affine, torch.per_tensor_symmetric) else
+                      (value.q_per_channel_scales(), value.q_per_channel_zero_points()))
+            for p in params:
+                _hash_value(h, p)
+            return
+        h.update(f"{value.dtype}{tuple(value.shape)}".encode())
+        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _hash_value(h, item)
+    else:
+        h.update(repr(value).encode())
 
 
 def batches_identity(batches) -> str:
@@ -260,9 +280,8 @@ def batches_identity(batches) -> str:
         n += 1
         for name in sorted(batch):
             value = batch[name]
-            if isinstance(value, torch.Tensor):
-                h.update(f"{name}{value.dtype}{tuple(value.shape)}".encode())
-                h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            h.update(name.encode())
+            _hash_value(h, value)
     if n == 0:
         raise LightKDError("there is nothing to evaluate: the batches are empty")
     return h.hexdigest()[:16]

@@ -262,6 +262,18 @@ def test_evaluate_ptq_is_ptq_static_scored_and_cached(tmp_cache, monkeypatch):
         quant.evaluate_ptq(model, calibration, test, max_batches=0)
 
 
+def test_a_dynamic_int8_model_is_keyed_by_its_int8_weights(tmp_cache):
+    from lightkd import train, zoo
+    int8 = quant.quantize_dynamic_int8(tiny_bert())
+    assert zoo.content_identity(int8) == zoo.content_identity(quant.quantize_dynamic_int8(tiny_bert()))
+    other = tiny_bert()
+    with torch.no_grad():
+        other.bert.encoder.layer[0].intermediate.dense.weight.mul_(2)
+    assert zoo.content_identity(quant.quantize_dynamic_int8(other)) != zoo.content_identity(int8)
+    assert torch.equal(zoo.cached_evaluate(int8, batches(), bf16=False)["logits"],
+                       train.evaluate(int8, batches(), bf16=False)["logits"])
+
+
 def test_evaluate_ptq_reads_a_shuffled_iterator_as_ptq_static_does(tmp_cache):
     from lightkd import data, train, zoo
     tok = zoo.load_tokenizer()

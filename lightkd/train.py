@@ -124,6 +124,11 @@ def evaluate(model, batches, bf16="auto") -> dict:
     labels = torch.empty(len(logits), dtype=torch.long)
     for batch in batches:
         labels[batch["index"]] = batch["labels"]
+    return scores(logits, labels)
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """What ``evaluate`` reports, from logits and labels in split order."""
     predictions = logits.argmax(-1)
     return {"accuracy": (predictions == labels).float().mean().item(),
             "loss": F.cross_entropy(logits, labels).item(),

@@ -315,11 +315,7 @@ def cached_evaluate(model, batches, bf16="auto", *, spec: dict | None = None, ki
         return {"logits": out["logits"], "labels": out["labels"]}, {}
 
     tensors, _ = cached_tensors(kind, key, compute, verbose=verbose)
-    logits, labels = tensors["logits"], tensors["labels"]
-    predictions = logits.argmax(-1)
-    return {"accuracy": (predictions == labels).float().mean().item(),
-            "loss": torch.nn.functional.cross_entropy(logits, labels).item(),
-            "predictions": predictions, "labels": labels, "logits": logits}
+    return training.scores(tensors["logits"], tensors["labels"])
 
 
 def cached_fit(kind: str, spec: dict, make, train_batches, dev_batches=None, *, seed: int | None = None,

@@ -6,8 +6,9 @@
 Authors run this before committing a chapter so the notebook in the repo
 carries the outputs of a full run (the rendered book and the readers who
 open it on GitHub see them); the book command (tools/book.sh) runs every
-chapter through it, so a build and the published book are made alike. Progress bars are turned off for the saved
-copy; readers running it live get them.
+chapter through it, so a build and the published book are made alike.
+Progress bars are turned off for the saved copy; readers running it live
+get them.
 """
 import argparse
 import os

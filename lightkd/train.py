@@ -24,6 +24,7 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .common import LightKDError, require_number, require_positive_int, set_seed
 
@@ -100,13 +101,22 @@ def progress_default() -> bool:
     return os.environ.get("LIGHTKD_PROGRESS", "1") != "0"
 
 
+def has_int8_kernels(model) -> bool:
+    """Whether ``model`` holds torch's quantized modules (dynamic or static int8),
+    whose kernels take fp32 inputs only."""
+    modules = model.modules() if isinstance(model, nn.Module) else ()
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in modules)
+
+
 @torch.no_grad()
 def predict(model, batches, bf16="auto") -> torch.Tensor:
-    """Logits for every example, in the split's order (batches carry ``index``)."""
+    """Logits for every example, in the split's order (batches carry ``index``).
+    ``bf16="auto"`` never autocasts a model with int8 kernels: they reject bf16."""
     model.eval()
     device = model_device(model)
     parts, order = [], []
-    with autocast(device, _resolve_bf16(bf16, device)):
+    use_bf16 = _resolve_bf16(bf16, device) and not (bf16 == "auto" and has_int8_kernels(model))
+    with autocast(device, use_bf16):
         for batch in batches:
             parts.append(logits_of(model(**model_inputs(to_device(batch, device)))).float().cpu())
             order.append(batch["index"])

@@ -317,6 +317,21 @@ def test_dynamic_int8_close_to_float_and_four_times_smaller():
     assert isinstance(mlp[0], nn.Linear)  # the original is untouched
 
 
+def test_evaluate_never_autocasts_int8_kernels_to_bf16(monkeypatch):
+    """On a CPU with bf16 units ``evaluate`` autocasts by default; torch's int8
+    kernels reject bf16 inputs, so a quantized model is scored in fp32 there."""
+    from lightkd import train
+    monkeypatch.setattr(train, "bf16_pays", lambda: True)  # as on a CPU with AMX, whatever this one has
+    model = tiny_bert()
+    int8 = quant.quantize_dynamic_int8(model)
+    assert train.has_int8_kernels(int8) and not train.has_int8_kernels(model)
+    auto = train.evaluate(int8, batches())
+    assert not train.evaluate(model, batches())["logits"].requires_grad  # scoring keeps no autograd graph
+    assert torch.equal(auto["logits"], train.evaluate(int8, batches(), bf16=False)["logits"])
+    # a float model still autocasts under "auto": its logits differ from the fp32 ones
+    assert not torch.equal(train.evaluate(model, batches())["logits"], train.evaluate(model, batches(), bf16=False)["logits"])
+
+
 def test_dynamic_int8_bad_backend():
     with pytest.raises(LightKDError, match="unknown backend"):
         quant.quantize_dynamic_int8(nn.Linear(2, 2), backend="tensorrt")

@@ -41,7 +41,14 @@ Read top to bottom:
    attentions on every training question, in the student's token layout:
    ``aligned`` or not), ``distilvlm_loss`` (labels + soft targets + hidden
    states + attention, token by token).
-6. Exercise checks.
+6. Retrieval with a dual encoder (CLIP's recipe on frozen features):
+   ``text_features`` (a BERT's mean-pooled word pieces after its first few
+   layers, cached), ``DualEncoder`` (one small head per side into a shared
+   space, and a learned temperature), ``contrastive_loss`` (symmetric
+   InfoNCE over a batch), ``similarity_kd_loss`` (the teacher's image-text
+   scores over the batch as soft targets, DistilVLM's distillation with one
+   token per side), ``train_dual``, ``retrieval_ranks`` / ``recall_at``.
+7. Exercise checks.
 
 Every model returns a ``lightkd.models.ModelOutput``.
 """
@@ -618,7 +625,158 @@ def arm_loss(mode: str = "labels", **weights):
     return loss
 
 
-# ------------------------------------------------------------ 6. exercise checks
+# ------------------------------------------------------------ 6. retrieval: a dual encoder
+def _check_features(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or len(x) == 0:
+        raise LightKDError(f"{name} must be a non-empty (items, features) tensor, got "
+                           f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not torch.isfinite(x).all():
+        raise LightKDError(f"{name} holds NaN or infinite values")
+    return x
+
+
+def text_features(bert, tokenizer, texts, layers: int, *, data: str | None, batch_size: int = 256) -> torch.Tensor:
+    """Each text as one vector: the mean of its word pieces' hidden states
+    after the first ``layers`` layers of ``bert`` (frozen; sentence-transformers'
+    mean pooling). Computed once and cached under ``data`` (a name for the
+    texts; a hash of the texts joins the key); ``data=None`` computes without
+    caching (a typed query)."""
+    import hashlib
+    from . import zoo
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) and t for t in texts):
+        raise LightKDError("texts must be a non-empty list of non-empty strings")
+    depth = bert.config.num_hidden_layers
+    if not isinstance(layers, int) or not 1 <= layers <= depth:
+        raise LightKDError(f"layers must be an integer in 1..{depth} (the model's depth), got {layers!r}")
+    spec = {"model": bert.config.name_or_path or "bert", "width": bert.config.hidden_size, "layers": layers,
+            "data": data, "n": len(texts), "texts": hashlib.sha1("\n".join(texts).encode()).hexdigest()[:16],
+            "weights": float(sum(p.detach().double().sum() for p in bert.parameters())), "version": 1}
+
+    def compute():
+        bert.eval()
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(texts), batch_size):
+                enc = tokenizer(texts[s:s + batch_size], padding=True, return_tensors="pt")
+                hidden = bert(**enc, output_hidden_states=True).hidden_states[layers]
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                out.append((hidden * mask).sum(1) / mask.sum(1))
+        return {"features": torch.cat(out)}, {}
+
+    if data is None:
+        return compute()[0]["features"]
+    if not isinstance(data, str) or not data:
+        raise LightKDError(f"data must name the texts (a non-empty string) or be None, got {data!r}")
+    tensors, _ = zoo.cached_tensors("vlm-text-features", spec, compute)
+    return tensors["features"]
+
+
+class DualEncoder(nn.Module):
+    """Pictures and texts embedded apart, compared by cosine similarity: a
+    LayerNorm + linear head on each side's frozen features into a shared
+    ``dim``-wide space, and CLIP's learned temperature (``logit_scale``, the
+    log of 1 / temperature, starting at 1 / 0.07). ``forward`` returns the
+    unit-length embeddings ``(images, texts)``; ``scores`` the scaled
+    similarity of every text with every picture."""
+
+    def __init__(self, image_dim: int, text_dim: int, dim: int = 256):
+        super().__init__()
+        for name, v in (("image_dim", image_dim), ("text_dim", text_dim), ("dim", dim)):
+            if not isinstance(v, int) or v < 1:
+                raise LightKDError(f"{name} must be a positive integer, got {v!r}")
+        self.image_head = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, dim))
+        self.text_head = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor):
+        return (F.normalize(self.image_head(image_features), dim=-1),
+                F.normalize(self.text_head(text_features), dim=-1))
+
+    def scores(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """(texts, pictures) similarities times the learned scale (capped at 100, as CLIP does)."""
+        images, texts = self(image_features, text_features)
+        return self.logit_scale.exp().clamp(max=100) * texts @ images.T
+
+
+def contrastive_loss(scores: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE: text i should pick picture i among the batch's
+    pictures, and picture i text i (the mean of the two cross-entropies)."""
+    target = torch.arange(len(scores), device=scores.device)
+    return (F.cross_entropy(scores, target) + F.cross_entropy(scores.T, target)) / 2
+
+
+def similarity_kd_loss(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
+                       temperature: float = 1.0) -> torch.Tensor:
+    """The teacher's image-text scores over the batch as soft targets, in
+    both directions (text to pictures, picture to texts): KL(teacher ||
+    student) at ``temperature``, times T^2 as in Hinton et al."""
+    if student_scores.shape != teacher_scores.shape:
+        raise LightKDError(f"student and teacher scores must have one shape, got {tuple(student_scores.shape)} "
+                           f"and {tuple(teacher_scores.shape)}")
+    return (distill.soft_target_loss(student_scores, teacher_scores, temperature) +
+            distill.soft_target_loss(student_scores.T, teacher_scores.T, temperature)) / 2
+
+
+def train_dual(image_features: torch.Tensor, text_features: torch.Tensor, *, steps: int = 300,
+               batch_size: int = 128, lr: float = 1e-3, seed: int = 0, dim: int = 256, teacher=None,
+               kd: float = 0.0, temperature: float = 1.0) -> DualEncoder:
+    """A ``DualEncoder`` trained on matching (picture, text) pairs, row i with
+    row i, by ``contrastive_loss`` on random batches. With a ``teacher`` =
+    (trained DualEncoder, its image features, its text features) for the same
+    rows, the loss is (1 - kd) x contrastive + kd x ``similarity_kd_loss``."""
+    images, texts = _check_features(image_features, "image_features"), _check_features(text_features, "text_features")
+    if len(images) != len(texts):
+        raise LightKDError(f"image_features and text_features must have one row per pair, got {len(images)} "
+                           f"and {len(texts)}")
+    if not isinstance(batch_size, int) or not 2 <= batch_size:
+        raise LightKDError(f"batch_size must be an integer >= 2 (a batch is its own negatives), got {batch_size!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise LightKDError(f"steps must be a positive integer, got {steps!r}")
+    if not 0.0 <= kd <= 1.0 or (kd > 0 and teacher is None):
+        raise LightKDError(f"kd must be in [0, 1] and needs a teacher, got kd={kd!r} with "
+                           f"{'no' if teacher is None else 'a'} teacher")
+    if teacher is not None:
+        t_model, t_images, t_texts = teacher
+        if len(t_images) != len(images) or len(t_texts) != len(texts):
+            raise LightKDError("the teacher's features must cover the same pairs as the student's")
+    torch.manual_seed(seed)
+    model = DualEncoder(images.shape[1], texts.shape[1], dim)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    order = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        rows = torch.randperm(len(images), generator=order)[:batch_size]
+        scores = model.scores(images[rows], texts[rows])
+        loss = contrastive_loss(scores)
+        if teacher is not None and kd > 0:
+            with torch.no_grad():
+                t_scores = t_model.scores(t_images[rows], t_texts[rows])
+            loss = (1 - kd) * loss + kd * similarity_kd_loss(scores, t_scores, temperature)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def retrieval_ranks(model: DualEncoder, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """For each text i, the rank of its own picture i among all pictures by
+    similarity (0 = first; ties counted against it)."""
+    images, texts = _check_features(image_features, "image_features"), _check_features(text_features, "text_features")
+    if len(images) != len(texts):
+        raise LightKDError(f"need one picture per text, got {len(images)} pictures and {len(texts)} texts")
+    with torch.no_grad():
+        scores = model.scores(images, texts)
+    return (scores >= scores.diag()[:, None]).sum(1) - 1
+
+
+def recall_at(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """Per text, 1.0 where its picture is among the top ``k`` (R@k's items)."""
+    if not isinstance(k, int) or k < 1:
+        raise LightKDError(f"k must be a positive integer, got {k!r}")
+    return (ranks < k).float()
+
+
+# ------------------------------------------------------------ 7. exercise checks
 def _grid_inputs(rng: random.Random):
     side = rng.choice([1, 2, 3])
     factor = rng.choice([1, 2, 3])

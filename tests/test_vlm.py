@@ -287,3 +287,91 @@ def test_minivlm_from_pretrained_and_transfer_set_labels():
     none = vlm.labelled_cross_entropy(logits, torch.full((4,), vlm.UNLABELLED))
     assert none.item() == 0.0
     none.backward()                                        # a batch without labels still back-propagates
+
+
+# ------------------------------------------------------------ retrieval (dual encoder)
+def paired_features(n=120, dim=12, seed=0):
+    """Pictures and texts that describe them: texts are a fixed linear map of the pictures plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    pictures = torch.randn(n, dim, generator=g)
+    texts = pictures @ torch.randn(dim, 10, generator=g) + 0.1 * torch.randn(n, 10, generator=g)
+    return pictures, texts
+
+
+def test_contrastive_loss_is_clips_symmetric_cross_entropy():
+    scores = torch.randn(5, 5)
+    by_hand = sum(-F.log_softmax(scores, 1)[i, i] - F.log_softmax(scores, 0)[i, i] for i in range(5)) / 10
+    assert torch.allclose(vlm.contrastive_loss(scores), by_hand)
+    assert vlm.contrastive_loss(100 * torch.eye(4)) < 1e-6          # every pair picks its own partner
+
+
+def test_similarity_kd_is_zero_against_itself_and_checks_shapes():
+    s = torch.randn(6, 6)
+    assert vlm.similarity_kd_loss(s, s, 2.0).abs() < 1e-6
+    assert vlm.similarity_kd_loss(s, s.flip(0), 2.0) > 0
+    with pytest.raises(LightKDError, match="one shape"):
+        vlm.similarity_kd_loss(s, s[:5, :5])
+
+
+def test_train_dual_learns_pairs_it_never_saw_and_distils():
+    pictures, texts = paired_features(240)
+    model = vlm.train_dual(pictures[:200], texts[:200], steps=150, batch_size=64, lr=3e-3, dim=16)
+    ranks = vlm.retrieval_ranks(model, pictures[200:], texts[200:])
+    assert vlm.recall_at(ranks, 1).mean() > 0.8                     # held-out pairs: 40 candidates, chance 1/40
+    student = vlm.train_dual(pictures[:200, :6], texts[:200], steps=20, batch_size=64, dim=16,
+                             teacher=(model, pictures[:200], texts[:200]), kd=1.0)
+    assert isinstance(student, vlm.DualEncoder) and not student.training
+    again = vlm.train_dual(pictures[:200], texts[:200], steps=150, batch_size=64, lr=3e-3, dim=16)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_retrieval_ranks_agree_with_sorting_the_scores():
+    pictures, texts = paired_features(30)
+    model = vlm.DualEncoder(12, 10, 8).eval()
+    ranks = vlm.retrieval_ranks(model, pictures, texts)
+    with torch.no_grad():
+        order = model.scores(pictures, texts).argsort(1, descending=True)
+    assert torch.equal(ranks, (order == torch.arange(30)[:, None]).float().argmax(1))
+    assert torch.equal(vlm.recall_at(ranks, 30), torch.ones(30))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda p, t: vlm.train_dual(p[:10], t[:9]), "one row per pair"),
+    (lambda p, t: vlm.train_dual(p[:0], t[:0]), "non-empty"),
+    (lambda p, t: vlm.train_dual(p, t, batch_size=1), "batch_size"),
+    (lambda p, t: vlm.train_dual(p, t, kd=0.5), "needs a teacher"),
+    (lambda p, t: vlm.train_dual(p, t, kd=1.5, teacher=(None, p, t)), "kd must be"),
+    (lambda p, t: vlm.train_dual(p * float("nan"), t), "NaN"),
+    (lambda p, t: vlm.retrieval_ranks(vlm.DualEncoder(12, 10), p[:5], t[:4]), "one picture per text"),
+    (lambda p, t: vlm.recall_at(torch.zeros(3), 0), "k must be"),
+    (lambda p, t: vlm.DualEncoder(0, 10), "image_dim"),
+])
+def test_retrieval_bad_input(call, match):
+    pictures, texts = paired_features(20)
+    with pytest.raises(LightKDError, match=match):
+        call(pictures, texts)
+
+
+def test_text_features_mean_pool_the_chosen_layer_and_cache(tmp_cache):
+    bert = tiny_bert(3)
+
+    def tokenizer(texts, padding=True, return_tensors="pt"):      # one word piece per word, ids 1..49
+        ids = [[1 + sum(map(ord, w)) % 49 for w in t.split()] for t in texts]
+        width = max(map(len, ids))
+        return {"input_ids": torch.tensor([i + [0] * (width - len(i)) for i in ids]),
+                "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])}
+
+    texts = ["grinning face", "cat with wry smile", "flag"]
+    got = vlm.text_features(bert, tokenizer, texts, 2, data=None)
+    enc = tokenizer(texts)
+    with torch.no_grad():
+        hidden = bert(**enc, output_hidden_states=True).hidden_states[2]
+    for i, n in enumerate(enc["attention_mask"].sum(1).tolist()):
+        assert torch.allclose(got[i], hidden[i, :n].mean(0), atol=1e-6)     # padding left out of the mean
+    cached = vlm.text_features(bert, tokenizer, texts, 2, data="three-names")
+    assert torch.allclose(cached, got) and torch.allclose(vlm.text_features(bert, tokenizer, texts, 2,
+                                                                            data="three-names"), got)
+    with pytest.raises(LightKDError, match="layers must be"):
+        vlm.text_features(bert, tokenizer, texts, 4, data=None)
+    with pytest.raises(LightKDError, match="non-empty"):
+        vlm.text_features(bert, tokenizer, [], 1, data=None)

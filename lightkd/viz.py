@@ -138,6 +138,78 @@ def accuracy_vs_cost(points, cost_label="latency (ms)", ax=None, title=None, log
     return ax
 
 
+def layer_diagram(teacher, student, links=(), *, dropped=(), ax=None, title=None,
+                  names=("teacher", "student")):
+    """A method drawn as two stacks of boxes, the teacher's above the student's.
+
+    ``teacher`` and ``student`` are box labels left to right (embeddings,
+    layers, head). ``links`` are ``(teacher_box, student_box, label, kind)``
+    with kind ``"copied"`` (a grey arrow: the student starts from that box's
+    weights) or ``"matched"`` (a coloured dashed line: a loss pulls the two
+    outputs together; the label names the loss). ``dropped`` greys out
+    teacher boxes the student does without. A box index may be negative.
+    """
+    teacher, student = [str(t) for t in teacher], [str(s) for s in student]
+    if not teacher or not student:
+        raise LightKDError("teacher and student must each have at least one box")
+
+    def index(i, n, what):
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise LightKDError(f"{what} box {i!r} is out of range: there are {n}")
+        return int(i) % n
+
+    kinds = {"copied": ("#8C8C8C", "-"), "matched": (PALETTE[3], "--")}
+    parsed = []
+    for link in links:
+        if len(link) != 4 or link[3] not in kinds:
+            raise LightKDError(f"each link is (teacher_box, student_box, label, 'copied' or 'matched'), got {link!r}")
+        parsed.append((index(link[0], len(teacher), "teacher"), index(link[1], len(student), "student"),
+                       str(link[2]), link[3]))
+    dropped = {index(i, len(teacher), "dropped teacher") for i in dropped}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6.0, 1.05 * max(len(teacher), len(student)) + 1.5), 2.8))
+    width = max(len(teacher), len(student))
+    xs_t = np.linspace(0, width - 1, len(teacher)) if len(teacher) > 1 else np.array([(width - 1) / 2])
+    xs_s = np.linspace(0, width - 1, len(student)) if len(student) > 1 else np.array([(width - 1) / 2])
+    y_t, y_s, h, w = 1.6, 0.0, 0.55, 0.8
+    for xs, y, labels, who in ((xs_t, y_t, teacher, "t"), (xs_s, y_s, student, "s")):
+        for k, (x, label) in enumerate(zip(xs, labels)):
+            gone = who == "t" and k in dropped
+            ax.add_patch(matplotlib.patches.FancyBboxPatch(
+                (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02", lw=1,
+                facecolor="#F2F2F2" if gone else ("#DCE6F2" if who == "t" else "#E3F1E5"),
+                edgecolor="#BBBBBB" if gone else "#555555", ls=":" if gone else "-"))
+            ax.text(x, y, label, ha="center", va="center", fontsize=8 if len(label) <= 9 else 6.5,
+                    color="#999999" if gone else "k")
+    pairs = [(t, s) for t, s, _, _ in parsed]
+    for t, s, label, kind in parsed:
+        color, style = kinds[kind]
+        shift = (0.15 if kind == "matched" else -0.15) if pairs.count((t, s)) > 1 else 0.0  # copied and matched
+        x0, x1 = xs_t[t] + shift, xs_s[s] + shift
+        ax.annotate("", xy=(x1, y_s + h / 2), xytext=(x0, y_t - h / 2),
+                    arrowprops=dict(arrowstyle="->" if kind == "copied" else "<->", color=color, ls=style, lw=1.2,
+                                    shrinkA=1, shrinkB=1))
+        if label:
+            left = kind == "copied"  # copied labels to the left of their arrow, matched ones to the right
+            ax.text((x0 + x1) / 2 + (-0.06 if left else 0.06), (y_t + y_s) / 2, label, fontsize=7, color=color,
+                    ha="right" if left else "left", va="center")
+    ax.text(-0.75, y_t, names[0], ha="right", va="center", fontsize=9, weight="bold")
+    ax.text(-0.75, y_s, names[1], ha="right", va="center", fontsize=9, weight="bold")
+    handles = [matplotlib.lines.Line2D([], [], color=c, ls=ls, label=f"{k}") for k, (c, ls) in kinds.items()
+               if any(p[3] == k for p in parsed)]
+    if dropped:
+        handles.append(matplotlib.patches.Patch(facecolor="#F2F2F2", edgecolor="#BBBBBB", ls=":", label="dropped"))
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 1.28), ncol=len(handles),
+                  frameon=False)
+    ax.set_xlim(-2.2, width - 0.3)
+    ax.set_ylim(y_s - 0.6, y_t + 0.6)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10, pad=18)
+    return ax
+
+
 def confusion_matrix(labels, predictions, names, ax=None, title="confusion matrix"):
     labels, predictions = _as_numpy(labels).astype(int), _as_numpy(predictions).astype(int)
     k = len(names)

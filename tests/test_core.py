@@ -364,6 +364,23 @@ def test_plots_draw():
     viz.bars(["a", "b"], [1.0, 2.0], reference=1.5)
 
 
+def test_layer_diagram_draws_every_box_and_link():
+    import matplotlib
+    matplotlib.use("Agg")
+    links = [(0, 0, "", "copied"), (2, 1, "", "copied"), (-1, -1, "KL", "matched"), (-1, -1, "", "copied")]
+    ax = viz.layer_diagram(["emb", "l0", "l1", "head"], ["emb", "l0", "head"], links, dropped=[1], title="t")
+    assert len(ax.patches) == 7 and len(ax.texts) == 7 + 2 + 1 + 4  # 7 boxes; texts: their labels, 2 names, 1 link label, 4 arrows
+    assert sum(1 for t in ax.texts if t.get_text() == "KL") == 1
+    for bad in ([(4, 0, "", "copied")], [(0, -4, "", "copied")], [(0, 0, "", "shared")], [(0, 0, "copied")],
+                [(True, 0, "", "copied")]):
+        with pytest.raises(LightKDError):
+            viz.layer_diagram(["a", "b", "c"], ["a", "b", "c"], bad)
+    with pytest.raises(LightKDError, match="dropped"):
+        viz.layer_diagram(["a"], ["a"], dropped=[3])
+    with pytest.raises(LightKDError, match="at least one box"):
+        viz.layer_diagram([], ["a"])
+
+
 def test_fetch_command(capsys):
     from lightkd.__main__ import main
     assert main(["nonsense"]) == 2

@@ -28,15 +28,21 @@ def _as_numpy(x):
     return x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
-def attention_map(attention, tokens, ax=None, title=None, cmap="viridis"):
-    """One head: query tokens down the side, key tokens along the top."""
+def attention_map(attention, tokens, ax=None, title=None, cmap="viridis", vmax=None):
+    """One head: query tokens down the side, key tokens along the top.
+
+    The colour scale runs from 0 to the map's largest weight, or to ``vmax``:
+    pass ``vmax=1`` to put maps of different models on one scale (on its own
+    scale a uniform map looks as bright as a sharp one)."""
     a = _as_numpy(attention)
     if a.shape != (len(tokens), len(tokens)):
         raise LightKDError(f"attention is {a.shape} but there are {len(tokens)} tokens: one row and column each")
     if ax is None:
         size = max(3.0, 0.28 * len(tokens) + 1.2)
         _, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(a, cmap=cmap, vmin=0, vmax=max(a.max(), 1e-9))
+    if vmax is not None and (isinstance(vmax, bool) or not isinstance(vmax, (int, float)) or not vmax > 0):
+        raise LightKDError(f"vmax must be a positive number, got {vmax!r}")
+    ax.imshow(a, cmap=cmap, vmin=0, vmax=vmax if vmax is not None else max(a.max(), 1e-9))
     ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
     ax.set_yticks(range(len(tokens)), tokens, fontsize=8)
     ax.grid(False)

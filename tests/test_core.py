@@ -356,6 +356,10 @@ def test_plots_draw():
     fig = viz.attention_grid(att, list("abcde"))
     assert len(fig.axes) == 6
     viz.attention_map(att[0, 0], list("abcde"))
+    viz.attention_map(att[0, 0], list("abcde"), vmax=1)
+    for bad in (0, -1.0, "1", True):
+        with pytest.raises(LightKDError, match="vmax"):
+            viz.attention_map(att[0, 0], list("abcde"), vmax=bad)
     with pytest.raises(ValueError):
         viz.attention_map(att[0, 0], list("abc"))
     viz.stacked_bars({"m": {"ffn": 1e6, "attention": 5e5}})

@@ -207,11 +207,21 @@ def _fmt(value, unit):
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def paper_table(source, names: list[str] | None = None, only_with_paper: bool = False):
-    """Measured beside paper as a DataFrame, from a Recorder or a chapter name."""
+def paper_table(source, names: list[str] | None = None, only_with_paper: bool = False,
+                labels: dict[str, str] | None = None):
+    """Measured beside paper as a DataFrame, from a Recorder or a chapter name.
+
+    ``labels`` maps metric names to the row labels a reader sees (a name
+    without a label shows as itself)."""
     import pandas as pd
     metrics = source.metrics if isinstance(source, Recorder) else load(source)["metrics"]
     names = names or [n for n in metrics if n != "runtime_s"]
+    labels = labels or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) and v for v in labels.values()):
+        raise LightKDError(f"labels must map metric names to non-empty strings, got {labels!r}")
+    unknown = [k for k in labels if k not in names]
+    if unknown:
+        raise LightKDError(f"labels: {', '.join(map(repr, unknown))} not among the table's metrics")
     rows = []
     for n in names:
         if n not in metrics:
@@ -219,7 +229,7 @@ def paper_table(source, names: list[str] | None = None, only_with_paper: bool = 
         m = metrics[n]
         if only_with_paper and "paper" not in m:
             continue
-        rows.append({"metric": n, "measured": _fmt(m["value"], m.get("unit", "")),
+        rows.append({"metric": labels.get(n, n), "measured": _fmt(m["value"], m.get("unit", "")),
                      "paper": _fmt(m.get("paper"), m.get("unit", "")), "source": m.get("source", ""),
                      "note": m.get("note", "")})
     return pd.DataFrame(rows).set_index("metric")

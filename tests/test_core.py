@@ -311,6 +311,8 @@ def test_recorder_round_trip(tmp_path, monkeypatch):
     table = results.paper_table("99_test")
     assert table.loc["a.accuracy", "measured"] == "50.0%" and table.loc["a.accuracy", "paper"] == "90.0%"
     assert list(results.paper_table(rec, only_with_paper=True).index) == ["a.accuracy"]
+    labelled = results.paper_table(rec, ["a.accuracy", "a.speedup"], labels={"a.speedup": "speed-up over the teacher"})
+    assert list(labelled.index) == ["a.accuracy", "speed-up over the teacher"]
     with pytest.raises(LightKDError):
         rec.record("Bad Name", 1.0)
     with pytest.raises(LightKDError):

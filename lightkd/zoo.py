@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
@@ -423,3 +424,23 @@ def attention_maps(model, tokenizer, text: str):
         hf_logging.set_verbosity(verbosity)
     tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
     return tokens, torch.stack([a[0] for a in out.attentions])
+
+
+def attention_distance(model, reference, tokenizer, sentences) -> np.ndarray:
+    """How far ``model`` attends from ``reference``, layer by layer.
+
+    Per layer: the total-variation distance between the two attention
+    distributions over the keys, half the L1 difference (0: the same, 1:
+    disjoint), averaged over query tokens, heads and ``sentences``. The
+    models must share the tokenizer and have as many layers and heads.
+    """
+    if isinstance(sentences, str) or not sentences:
+        raise LightKDError(f"sentences must be a non-empty list of sentences, got {sentences!r}")
+    per_sentence = []
+    for text in sentences:
+        a, b = attention_maps(model, tokenizer, text)[1], attention_maps(reference, tokenizer, text)[1]
+        if a.shape != b.shape:
+            raise LightKDError(f"model and reference attend with different shapes (layers, heads, seq, seq): "
+                               f"{tuple(a.shape)} and {tuple(b.shape)}")
+        per_sentence.append(0.5 * (a - b).abs().sum(-1).mean((1, 2)))  # (layers,)
+    return torch.stack(per_sentence).mean(0).numpy()

@@ -64,6 +64,8 @@ case("kind", lambda: zoo.cached("", {}, lambda: torch.nn.Linear(2, 2), lambda m:
 case("kind", lambda: zoo.cached("a/b", {}, lambda: torch.nn.Linear(2, 2), lambda m: None))
 case("make", lambda: zoo.cached("x", {}, lambda: 3, lambda m: None))
 case("text", lambda: zoo.attention_maps(bert, lambda x, **k: x, ""))
+case("sentences", lambda: zoo.attention_distance(bert, bert, lambda x, **k: x, []))
+case("sentences", lambda: zoo.attention_distance(bert, bert, lambda x, **k: x, "one sentence"))
 case("task", lambda: zoo.fine_tuned_teacher(task="imdbx"))
 case("model", lambda: zoo.fine_tuned_teacher(model="gpt2"))
 # train

@@ -404,6 +404,26 @@ def test_attention_maps_shape_and_rows_sum_to_one():
     assert torch.allclose(att.sum(-1), torch.ones(2, 4, len(tokens)), atol=1e-5)
 
 
+def test_attention_distance_is_zero_to_itself_and_grows_with_a_change():
+    import copy
+    from transformers import BertConfig, BertForSequenceClassification
+    tok = zoo.load_tokenizer("minilm-l6")
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2,
+                                                     num_attention_heads=4, intermediate_size=32))
+    sentences = ["a fine film", "the plot never comes together ."]
+    assert zoo.attention_distance(model, model, tok, sentences).tolist() == [0.0, 0.0]
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.bert.encoder.layer[1].attention.self.query.weight.mul_(8)  # only layer 1's attention changes
+    d = zoo.attention_distance(other, model, tok, sentences)
+    assert d.shape == (2,) and d[0] == 0.0 and 0.0 < d[1] <= 1.0
+    # by hand, the second sentence alone: half the L1 distance per query row, averaged
+    a, b = zoo.attention_maps(other, tok, sentences[1])[1], zoo.attention_maps(model, tok, sentences[1])[1]
+    by_hand = 0.5 * (a[1] - b[1]).abs().sum(-1).mean().item()
+    assert abs(zoo.attention_distance(other, model, tok, sentences[1:])[1] - by_hand) < 1e-6
+
+
 def test_registry_package_missing_is_one_clear_error(tmp_cache):
     from lightkd.common import registry_package
     with pytest.raises(SourceMissing, match="pip install --no-deps lightkd-no-such-package==0.0.1"):

@@ -475,7 +475,7 @@ class QATRecipe:
 
 
 def q8bert_finetune(model: nn.Module, tokenizer, dataset, recipe: QATRecipe | None = None, bf16="auto",
-                    fake_quant: bool = True, verbose: bool = True) -> nn.Module:
+                    fake_quant: bool = True, verbose: bool | None = None) -> nn.Module:
     """Fine-tune a fake-quantized copy of ``model`` on ``dataset.train`` (QAT),
     once per recipe: the result is cached with ``zoo.cached``. ``model`` is
     left as it is. ``lightkd_info`` on the result holds the training loss

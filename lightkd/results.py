@@ -194,8 +194,10 @@ def _fmt(value, unit):
         return value
     if unit == "fraction":
         return f"{100 * value:.1f}%"
-    if unit in ("x", "ratio"):
+    if unit == "x":  # times faster or smaller
         return f"{value:.2f}x"
+    if unit == "ratio":  # one quantity over another, e.g. student / teacher parameters
+        return f"{value:.2f}"
     if unit == "points":
         return f"{value:+.2f}"
     if unit == "ms":
@@ -212,10 +214,12 @@ def paper_table(source, names: list[str] | None = None, only_with_paper: bool = 
     """Measured beside paper as a DataFrame, from a Recorder or a chapter name.
 
     ``labels`` maps metric names to the row labels a reader sees (a name
-    without a label shows as itself)."""
+    without a label shows as itself). Without ``names`` the table leaves out
+    the ledger's ``claims.*`` and the scoreboard's ``models.*`` entries: each
+    is shown, with its interval, where it belongs."""
     import pandas as pd
     metrics = source.metrics if isinstance(source, Recorder) else load(source)["metrics"]
-    names = names or [n for n in metrics if n != "runtime_s"]
+    names = names or [n for n in metrics if n != "runtime_s" and not n.startswith(("claims.", "models."))]
     labels = labels or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) and v for v in labels.values()):
         raise LightKDError(f"labels must map metric names to non-empty strings, got {labels!r}")

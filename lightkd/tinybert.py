@@ -288,7 +288,7 @@ def fit_stage(bundle, teacher, batches, g, stage: str, *, steps: int, lr: float,
 def general_distillation(teacher, tokenizer, texts, *, layers: int = 3, hidden: int = 192,
                          intermediate: int = 768, map_kind="uniform", steps: int = 300, batch_size: int = 32,
                          max_length: int = 64, lr: float = 5e-4, seed: int | None = None,
-                         init: str = "pca", verbose: bool = True):
+                         init: str = "pca", verbose: bool | None = None):
     """Stage 1: attention + hidden losses on unlabelled ``texts`` (no MLM), cached.
 
     Returns the ``ModuleDict(student, w_h)``; ``.lightkd_info`` holds the loss
@@ -473,10 +473,11 @@ class Augmenter:
 
 def augmented_split(split: TextSplit, tokenizer, *, p: float = 0.4, k: int = 15, copies: int = 20,
                     seed: int | None = None, vectors: str = "glove-6b-50d", max_words: int = 100_000,
-                    verbose: bool = True) -> tuple[TextSplit, list[int]]:
+                    verbose: bool | None = None) -> tuple[TextSplit, list[int]]:
     """``Augmenter(...).augment_split(split)`` with GloVe candidates, cached in the lightkd cache."""
     require_augmentation_args(p, k, copies)
     seed = default_seed() if seed is None else seed
+    verbose = train.progress_default() if verbose is None else verbose
     spec = {"texts": split.texts, "labels": split.labels, "p": p, "k": k, "copies": copies, "seed": seed,
             "vectors": vectors, "max_words": max_words, "tokenizer": getattr(tokenizer, "name_or_path", ""),
             "version": VERSION}

@@ -153,7 +153,7 @@ def _read_entry(folder: Path):
     return tensors, meta
 
 
-def cached(kind: str, spec: dict, make, train, *, verbose: bool = True):
+def cached(kind: str, spec: dict, make, train, *, verbose: bool | None = None):
     """``make()`` a module, ``train(model)`` it once, cache its weights.
 
     ``spec`` must hold everything that decides the trained weights (model,
@@ -161,8 +161,11 @@ def cached(kind: str, spec: dict, make, train, *, verbose: bool = True):
     cache entry. ``train`` may return a dict of facts worth keeping (dev
     accuracy, seconds); it is stored beside the weights and returned as
     ``model.lightkd_info``. Tied weights (shared layers) are stored once. A
-    damaged entry (a truncated file) is rebuilt, not loaded.
+    damaged entry (a truncated file) is rebuilt, not loaded. ``verbose``
+    (default: as ``LIGHTKD_PROGRESS``) says whether it was trained or loaded.
     """
+    if verbose is None:
+        verbose = training.progress_default()
     if not isinstance(kind, str) or not kind or not all(ch.isalnum() or ch in "-_." for ch in kind):
         raise LightKDError(f"kind names a cache entry: letters, digits, '-', '_' or '.', got {kind!r}")
     folder = cache_dir("models") / f"{kind}-{spec_hash(spec)}"
@@ -362,7 +365,7 @@ class TeacherRecipe:
 
 
 def fine_tuned_teacher(task: str = "movie_reviews", model: str = "minilm-l6",
-                       recipe: TeacherRecipe | None = None, verbose: bool = True):
+                       recipe: TeacherRecipe | None = None, verbose: bool | None = None):
     """The teacher fine-tuned on ``task``, trained once per recipe and cached.
 
     Returns ``(model, tokenizer)``; ``model.lightkd_info`` holds the dev

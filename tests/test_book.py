@@ -110,3 +110,24 @@ def test_both_commands_run_chapters_on_one_thread():
     book = (ROOT / "tools" / "book.sh").read_text()
     assert "run_notebook.py notebooks/scoreboard.ipynb" in book, "the scoreboard must run after the chapters"
     assert '"off"' in book, "the book command renders what it executed; jupyter-book must not execute again"
+
+
+CHAPTER_ENDING = ["Exercises", "Paper vs. measured", "The claim ledger", "Scaling up"]
+METRIC_KEY = re.compile(r"^(?=[^.]*[a-z])[a-z0-9_]+(\.[a-z0-9_]+)+$")  # e.g. student.kd.accuracy
+
+
+def test_chapters_end_alike_and_show_no_metric_keys():
+    """Every chapter ends with the same four sections, the ledger last before the
+    recipes; no table a reader sees labels its rows with raw metric names."""
+    for nb in NOTEBOOKS:
+        cells = json.loads(nb.read_text())["cells"]
+        heads = [h.strip() for c in cells if c["cell_type"] == "markdown"
+                 for h in re.findall(r"^## (.+)$", "".join(c["source"]), re.M)]
+        assert heads[-4:] == CHAPTER_ENDING, f"{nb.name} ends with {heads[-4:]}"
+        for c in cells:
+            if c["cell_type"] != "code" or {"remove-output", "remove-cell"} & set(c.get("metadata", {}).get("tags", [])):
+                continue
+            for out in c.get("outputs", []):
+                html = "".join(out.get("data", {}).get("text/html", ""))
+                keys = [k for k in re.findall(r"<th>([^<]*)</th>", html) if METRIC_KEY.match(k.strip())]
+                assert not keys, f"{nb.name}: a table shows metric names as labels: {keys[:3]}"

@@ -304,6 +304,7 @@ def test_recorder_round_trip(tmp_path, monkeypatch):
     rec = results.Recorder("99_test")
     rec.record("a.accuracy", torch.tensor(0.5), unit="fraction", paper=0.9, source="paper")
     rec.record("a.speedup", 2.0, unit="x")
+    rec.record("a.params_ratio", 0.6, unit="ratio")
     path = rec.save()
     saved = json.loads(path.read_text())
     assert saved["chapter"] == "99_test" and saved["metrics"]["a.accuracy"]["value"] == 0.5
@@ -311,6 +312,13 @@ def test_recorder_round_trip(tmp_path, monkeypatch):
     table = results.paper_table("99_test")
     assert table.loc["a.accuracy", "measured"] == "50.0%" and table.loc["a.accuracy", "paper"] == "90.0%"
     assert list(results.paper_table(rec, only_with_paper=True).index) == ["a.accuracy"]
+    rec.claim("a_beats_b", 1.0, (0.5, 1.5), claim="A beats B", source="paper")
+    rec.model("a", accuracy=0.5)
+    assert list(results.paper_table(rec).index) == ["a.accuracy", "a.speedup", "a.params_ratio"], \
+        "the ledger and scoreboard rows stay out"
+    assert results.paper_table(rec).loc["a.speedup", "measured"] == "2.00x"
+    assert results.paper_table(rec).loc["a.params_ratio", "measured"] == "0.60", "a share is not 'times'"
+    assert "claims.a_beats_b.effect" in results.paper_table(rec, ["claims.a_beats_b.effect"]).index
     labelled = results.paper_table(rec, ["a.accuracy", "a.speedup"], labels={"a.speedup": "speed-up over the teacher"})
     assert list(labelled.index) == ["a.accuracy", "speed-up over the teacher"]
     with pytest.raises(LightKDError):

@@ -41,7 +41,7 @@ import numpy as np
 
 from .common import LightKDError, atomic_write_bytes, require_number
 
-UNITS = ("fraction", "ratio", "ms", "s", "bytes", "MB", "params", "count", "flops", "x", "points", "")
+UNITS = ("fraction", "percent", "ratio", "ms", "s", "bytes", "MB", "params", "count", "flops", "x", "points", "")
 
 
 def results_dir() -> Path:
@@ -194,6 +194,8 @@ def _fmt(value, unit):
         return value
     if unit == "fraction":
         return f"{100 * value:.1f}%"
+    if unit == "percent":  # already in percent
+        return f"{value:.1f}%"
     if unit == "x":  # times faster or smaller
         return f"{value:.2f}x"
     if unit == "ratio":  # one quantity over another, e.g. student / teacher parameters
@@ -382,7 +384,7 @@ def ledger(source):
         why = metrics.get(f"claims.{cid}.untestable", {}).get("value")
         rows.append({"claim": m("claim")["value"] + (f" (cannot be tested here: {why})" if why else ""),
                      "source": m("verdict").get("source", ""),
-                     "measured": _fmt(m("effect")["value"], unit),
+                     "measured": _fmt(m("effect")["value"], unit) + (" points" if unit == "points" else ""),
                      "95% interval": f"[{_fmt(m('ci_low')['value'], unit)}, {_fmt(m('ci_high')['value'], unit)}]",
                      "holds if": f"{side} {_fmt(m('threshold')['value'], unit)}",
                      "verdict": m("verdict")["value"]})
@@ -405,9 +407,9 @@ def _full_text(table):
             def _constructor(self):
                 return Ledger
 
-            def _repr_html_(self):
+            def _repr_html_(self):  # no row numbers: the claim names its row
                 with pd.option_context("display.max_colwidth", None):
-                    return super()._repr_html_()
+                    return self.to_html(index=False)
 
         _LEDGER_CLASS = Ledger
     return _LEDGER_CLASS(table)

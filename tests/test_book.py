@@ -131,3 +131,6 @@ def test_chapters_end_alike_and_show_no_metric_keys():
                 html = "".join(out.get("data", {}).get("text/html", ""))
                 keys = [k for k in re.findall(r"<th>([^<]*)</th>", html) if METRIC_KEY.match(k.strip())]
                 assert not keys, f"{nb.name}: a table shows metric names as labels: {keys[:3]}"
+                shown = "".join(out.get("data", {}).get("text/plain", "")).strip()
+                assert not (out["output_type"] == "execute_result" and shown in ("True", "False")), \
+                    f"{nb.name}: a stray {shown} under: {''.join(c['source'])[:60]!r}"

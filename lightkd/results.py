@@ -238,7 +238,7 @@ def paper_table(source, names: list[str] | None = None, only_with_paper: bool = 
         rows.append({"metric": labels.get(n, n), "measured": _fmt(m["value"], m.get("unit", "")),
                      "paper": _fmt(m.get("paper"), m.get("unit", "")), "source": m.get("source", ""),
                      "note": m.get("note", "")})
-    return pd.DataFrame(rows).set_index("metric")
+    return _full_text(pd.DataFrame(rows).set_index("metric"), index=True)
 
 
 # --------------------------------------------------------------- the ledger
@@ -391,28 +391,29 @@ def ledger(source):
     return _full_text(pd.DataFrame(rows, columns=["claim", "source", "measured", "95% interval", "holds if", "verdict"]))
 
 
-_LEDGER_CLASS = None
+_FULL_TEXT_CLASSES = {}
 
 
-def _full_text(table):
+def _full_text(table, index: bool = False):
     """``table``, shown in a notebook with every cell's whole text: pandas cuts strings at 50
-    characters in its HTML, and a claim the reader cannot finish is no ledger. (The subclass is
-    built once, on first use: lightkd imports pandas only where it needs it.)"""
-    global _LEDGER_CLASS
-    if _LEDGER_CLASS is None:
+    characters in its HTML, and a claim the reader cannot finish is no ledger. Without ``index``
+    the row numbers are left out (a ledger's claim names its row); with it the row labels are
+    shown without a header row of their own. (The subclasses are built once, on first use:
+    lightkd imports pandas only where it needs it.)"""
+    if index not in _FULL_TEXT_CLASSES:
         import pandas as pd
 
-        class Ledger(pd.DataFrame):
+        class FullText(pd.DataFrame):
             @property
             def _constructor(self):
-                return Ledger
+                return FullText
 
-            def _repr_html_(self):  # no row numbers: the claim names its row
+            def _repr_html_(self):
                 with pd.option_context("display.max_colwidth", None):
-                    return self.to_html(index=False)
+                    return self.to_html(index=index, index_names=False)
 
-        _LEDGER_CLASS = Ledger
-    return _LEDGER_CLASS(table)
+        _FULL_TEXT_CLASSES[index] = FullText
+    return _FULL_TEXT_CLASSES[index](table)
 
 
 # ------------------------------------------------------------ the scoreboard

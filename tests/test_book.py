@@ -124,6 +124,10 @@ def test_chapters_end_alike_and_show_no_metric_keys():
         heads = [h.strip() for c in cells if c["cell_type"] == "markdown"
                  for h in re.findall(r"^## (.+)$", "".join(c["source"]), re.M)]
         assert heads[-4:] == CHAPTER_ENDING, f"{nb.name} ends with {heads[-4:]}"
+        text = ["".join(c["source"]) for c in cells]
+        start = next(i for i, t in enumerate(text) if re.search(r"^## Exercises", t, re.M))
+        end = next(i for i, t in enumerate(text) if re.search(r"^## Paper vs\. measured", t, re.M))
+        assert any("redict" in t for t in text[start:end + 1]), f"{nb.name}: no exercise asks for a prediction first"
         for c in cells:
             if c["cell_type"] != "code" or {"remove-output", "remove-cell"} & set(c.get("metadata", {}).get("tags", [])):
                 continue

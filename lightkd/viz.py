@@ -94,6 +94,40 @@ def bars(labels, values, ylabel="", ax=None, title=None, reference=None, fmt="{:
     return ax
 
 
+def dots(labels, values, ylabel="", ax=None, title=None, errors=None, runs=None, reference=None,
+         fmt="{:.3f}", colors=None):
+    """Labelled points, for values compared near each other (accuracies): unlike a bar, a point does not
+    claim a length from zero, so the axis may start where the data does.
+
+    ``errors``: per point a half-width, or ``(below, above)`` (e.g. from a 95% interval); ``runs``: per
+    point the single runs (seeds), drawn as small black dots; ``reference``: a dashed line (the teacher).
+    """
+    if len(labels) != len(values) or not len(labels):
+        raise LightKDError(f"labels and values must pair up one to one, got {len(labels)} and {len(values)}")
+    for what, extra in (("errors", errors), ("runs", runs)):
+        if extra is not None and len(extra) != len(labels):
+            raise LightKDError(f"{what} must have one entry per label ({len(labels)}), got {len(extra)}")
+    if ax is None:
+        _, ax = plt.subplots()
+    colors = colors or (PALETTE * 3)[: len(labels)]
+    for i, (v, c) in enumerate(zip(values, colors)):
+        e = None
+        if errors is not None:
+            e = np.reshape(np.abs(np.asarray(errors[i], dtype=float)), (-1, 1))  # (1, 1) or (2, 1)
+        ax.errorbar([i], [v], yerr=e, fmt="o", ms=7, color=c, capsize=4, zorder=3)
+        ax.annotate(fmt.format(v), (i, v), xytext=(7, 0), textcoords="offset points", va="center", fontsize=8)
+        if runs is not None:
+            ax.scatter([i - 0.12] * len(runs[i]), runs[i], color="k", s=9, zorder=4)
+    ax.set_xticks(range(len(labels)), labels, rotation=20 if max(map(len, map(str, labels))) > 10 else 0)
+    ax.set_xlim(-0.5, len(labels) - 0.5)
+    ax.set_ylabel(ylabel)
+    if reference is not None:
+        ax.axhline(reference, ls="--", color="k", lw=1)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def stacked_bars(counts: dict[str, dict[str, float]], ylabel="parameters (millions)", ax=None, title=None,
                  scale=1e6):
     """One bar per model, stacked by part (embeddings, attention, FFN, ...)."""
@@ -115,6 +149,39 @@ def stacked_bars(counts: dict[str, dict[str, float]], ylabel="parameters (millio
     return ax
 
 
+def label_points(ax, points, fontsize=8):
+    """Name each ``(x, y, text)`` point beside it, trying a few positions around the point and taking
+    the first whose box overlaps neither a label already placed nor another point (a greedy placer:
+    good enough for the dozen points of a chapter's plot)."""
+    ax.autoscale_view()
+    to_px = ax.transData.transform
+    scale = ax.figure.dpi / 72                         # points to pixels
+    char_w, line_h = 0.6 * fontsize * scale, 1.2 * fontsize * scale
+    dots = [to_px((x, y)) for x, y, _ in points]
+    placed = []
+
+    def overlaps(box):
+        x0, y0, x1, y1 = box
+        hit_label = any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in placed)
+        return hit_label or any(x0 - 3 < px < x1 + 3 and y0 - 3 < py < y1 + 3 for px, py in dots)
+
+    for (x, y, text), (px, py) in sorted(zip(points, dots), key=lambda t: (t[1][0], -t[1][1])):
+        w, h = char_w * len(str(text)), line_h
+        options = [(5, 3, "left", "bottom"), (5, -3, "left", "top"), (-5, 3, "right", "bottom"),
+                   (-5, -3, "right", "top"), (5, 12, "left", "bottom"), (5, -12, "left", "top"),
+                   (-5, 12, "right", "bottom"), (-5, -12, "right", "top")]
+        for dx, dy, ha, va in options + [options[0]]:       # none free: the first, as before
+            x0 = px + dx * scale - (w if ha == "right" else 0)
+            y0 = py + dy * scale - (h if va == "top" else 0)
+            box = (x0, y0, x0 + w, y0 + h)
+            if not overlaps(box):
+                break
+        placed.append(box)
+        leader = dict(arrowstyle="-", lw=0.6, color="#777777", shrinkA=0, shrinkB=3) if abs(dy) > 5 else None
+        ax.annotate(str(text), (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=fontsize,
+                    arrowprops=leader)
+
+
 def accuracy_vs_cost(points, cost_label="latency (ms)", ax=None, title=None, logx=False):
     """Accuracy against a cost, one marker per model, the Pareto front drawn.
 
@@ -126,8 +193,12 @@ def accuracy_vs_cost(points, cost_label="latency (ms)", ax=None, title=None, log
     for g, color in zip(groups, PALETTE * 3):
         ps = [p for p in points if p.get("group", "") == g]
         ax.scatter([p["cost"] for p in ps], [p["accuracy"] for p in ps], color=color, label=g or None, zorder=3)
-        for p in ps:
-            ax.annotate(p["name"], (p["cost"], p["accuracy"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
+    if logx:
+        ax.set_xscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 20, not 2 x 10^1
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+    label_points(ax, [(p["cost"], p["accuracy"], p["name"]) for p in points])
     front, best = [], -np.inf
     for p in sorted(points, key=lambda p: (p["cost"], -p["accuracy"])):
         if p["accuracy"] > best:
@@ -136,8 +207,6 @@ def accuracy_vs_cost(points, cost_label="latency (ms)", ax=None, title=None, log
     ax.plot([p["cost"] for p in front], [p["accuracy"] for p in front], "k--", lw=1, alpha=0.6, label="Pareto front")
     ax.set_xlabel(cost_label)
     ax.set_ylabel("accuracy")
-    if logx:
-        ax.set_xscale("log")
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
@@ -216,6 +285,90 @@ def layer_diagram(teacher, student, links=(), *, dropped=(), ax=None, title=None
     return ax
 
 
+def dataflow_diagram(steps, colors: dict, *, per_row: int = 7, ax=None, title=None):
+    """A computation drawn as boxes joined by arrows, each box coloured by its kind.
+
+    ``steps`` are ``(label, kind)`` in the order the data flows; ``colors``
+    maps every kind to a colour and gives the legend (chapter 2: which steps
+    of a layer run on integers and which stay in float). The boxes wrap
+    into rows of ``per_row``, read left to right, top to bottom.
+    """
+    steps = [(str(label), kind) for label, kind in steps]
+    if not steps:
+        raise LightKDError("steps must hold at least one (label, kind) pair")
+    unknown = sorted({kind for _, kind in steps} - set(colors), key=str)
+    if unknown:
+        raise LightKDError(f"colors has no entry for the kind(s) {unknown}; it has {sorted(colors)}")
+    if isinstance(per_row, bool) or not isinstance(per_row, int) or per_row < 1:
+        raise LightKDError(f"per_row must be a positive integer, got {per_row!r}")
+    rows = -(-len(steps) // per_row)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.45 * min(per_row, len(steps)) + 0.4, 0.95 * rows + 0.7))
+    w, h, gap = 1.15, 0.5, 0.3
+    pos = [((i % per_row) * (w + gap), -(i // per_row) * (h + 0.45)) for i in range(len(steps))]
+    for (x, y), (label, kind) in zip(pos, steps):
+        ax.add_patch(matplotlib.patches.FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02", lw=1,
+                                                       facecolor=colors[kind], edgecolor="#555555"))
+        ax.text(x + w / 2, y + h / 2, label, ha="center", va="center", fontsize=7.5 if len(label) <= 14 else 6.5)
+    arrow = dict(arrowstyle="->", color="#555555", lw=1, shrinkA=0, shrinkB=1)
+    for (x0, y0), (x1, y1) in zip(pos, pos[1:]):
+        if y0 == y1:       # the next box in the row
+            ax.annotate("", xy=(x1, y1 + h / 2), xytext=(x0 + w, y0 + h / 2), arrowprops=arrow)
+        else:              # down into the gap, back along it, down into the next row's first box
+            mid = (y0 + y1 + h) / 2
+            ax.plot([x0 + w / 2, x0 + w / 2, x1 + w / 2], [y0, mid, mid], color="#555555", lw=1)
+            ax.annotate("", xy=(x1 + w / 2, y1 + h), xytext=(x1 + w / 2, mid), arrowprops=arrow)
+    used = [k for k in colors if any(kind == k for _, kind in steps)]
+    ax.legend(handles=[matplotlib.patches.Patch(facecolor=colors[k], edgecolor="#555555", label=str(k)) for k in used],
+              fontsize=7.5, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(used), frameon=False)
+    ax.set_xlim(-0.1, min(per_row, len(steps)) * (w + gap))
+    ax.set_ylim(-(rows - 1) * (h + 0.45) - 0.1, h + 0.1)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10, pad=22)
+    return ax
+
+
+def mask_grid(masks: dict, *, ax_size: float = 1.3, title=None):
+    """Which weights a method keeps, drawn as one grid of matrices.
+
+    ``masks`` maps a row label (a method) to ``{matrix name: 2-d mask}``
+    with True (or 1) for a kept weight; every row names the same matrices.
+    Kept weights are coloured, removed ones pale (chapter 3: what
+    unstructured, head, neuron and layer pruning each take out).
+    """
+    if not masks or not all(isinstance(row, dict) and row for row in masks.values()):
+        raise LightKDError("masks must map each row label to a non-empty {matrix name: mask} dict")
+    columns = list(next(iter(masks.values())))
+    for label, row in masks.items():
+        if list(row) != columns:
+            raise LightKDError(f"row {label!r} names the matrices {list(row)}; the first row names {columns}")
+        for name, m in row.items():
+            if np.ndim(_as_numpy(m)) != 2:
+                raise LightKDError(f"the mask of {name!r} in row {label!r} must be 2-d, got shape "
+                                   f"{np.shape(_as_numpy(m))}")
+    fig, axes = plt.subplots(len(masks), len(columns), squeeze=False,
+                             figsize=(ax_size * len(columns) + 1.6, ax_size * len(masks) + 0.4))
+    cmap = matplotlib.colors.ListedColormap(["#EEEEEE", PALETTE[0]])
+    for r, (label, row) in enumerate(masks.items()):
+        for c, (name, m) in enumerate(row.items()):
+            ax = axes[r, c]
+            m = _as_numpy(m).astype(bool)
+            ax.imshow(m, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+            ax.set_xticks([]); ax.set_yticks([]); ax.grid(False)
+            for side in ax.spines.values():
+                side.set_visible(True); side.set_color("#999999")
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
+            ax.set_xlabel(f"{m.mean():.0%} kept", fontsize=7, labelpad=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def confusion_matrix(labels, predictions, names, ax=None, title="confusion matrix"):
     labels, predictions = _as_numpy(labels).astype(int), _as_numpy(predictions).astype(int)
     k = len(names)
@@ -241,14 +394,25 @@ EXPLORER_AXES = {"latency_ms": "latency, batch 1 (ms)", "size_mb": "size on disk
                  "unique_params_m": "unique parameters (millions)"}
 
 
-def explorer_html(models, element_id: str = "lightkd-explorer") -> str:
-    """An accuracy-vs-cost explorer as self-contained HTML: an SVG scatter of
-    every model (one colour per chapter), an axis picker (latency, size,
-    unique parameters), a log-scale cost axis, the Pareto front for the axis
-    shown, and a tooltip with model, method and chapter on hover. Its
-    script is inline: the page needs no CDN and works offline.
+def chapter_styles(chapters) -> dict:
+    """One (colour, marker) per chapter, alike in every plot of the scoreboard: eleven chapters are more
+    than a ten-colour palette, so tab20's dark shades come first, then its light ones, each with its own
+    marker."""
+    colours, markers = [matplotlib.colors.to_hex(c) for c in plt.cm.tab20.colors], "osD^v<>ph*X"
+    return {c: (colours[2 * i % 20 if i < 10 else (2 * (i - 10) + 1) % 20], markers[i % len(markers)])
+            for i, c in enumerate(sorted(chapters))}
 
-    ``models``: the scoreboard's frame (``results.models_frame()``)."""
+
+def explorer_html(models, element_id: str = "lightkd-explorer", titles=None) -> str:
+    """An accuracy-vs-cost explorer as self-contained HTML: an SVG scatter of
+    every model (one colour per chapter, as ``chapter_styles``), an axis
+    picker (latency, size, unique parameters), a log-scale cost axis, each
+    chapter's own Pareto front for the axis shown (chapters differ in task,
+    so no front crosses them), and a tooltip with model, method and chapter
+    on hover. Its script is inline: the page needs no CDN and works offline.
+
+    ``models``: the scoreboard's frame (``results.models_frame()``);
+    ``titles``: a chapter id -> the name a reader knows it by."""
     import json as _json
     import math as _math
     points = []
@@ -264,11 +428,14 @@ def explorer_html(models, element_id: str = "lightkd-explorer") -> str:
     if not points:
         raise LightKDError("models has no row with an accuracy: nothing to draw")
     chapters = sorted({p["chapter"] for p in points})
-    colours = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(chapters)}
+    colours = {c: colour for c, (colour, _) in chapter_styles(chapters).items()}
+    name = (lambda c: str(titles(c))) if callable(titles) else (lambda c: str((titles or {}).get(c, c)))
+    for p in points:
+        p["chapter_title"] = name(p["chapter"])
     payload = _json.dumps({"points": points, "axes": EXPLORER_AXES, "colours": colours})
     options = "".join(f'<option value="{k}">{v}</option>' for k, v in EXPLORER_AXES.items())
     legend = "".join(f'<span style="margin-right:12px"><span style="display:inline-block;width:10px;height:10px;'
-                     f'border-radius:5px;background:{colours[c]};margin-right:4px"></span>{c}</span>'
+                     f'border-radius:5px;background:{colours[c]};margin-right:4px"></span>{name(c)}</span>'
                      for c in chapters)
     return f"""
 <div id="{element_id}" style="font-family:sans-serif;font-size:13px;max-width:760px;position:relative">
@@ -314,11 +481,16 @@ def explorer_html(models, element_id: str = "lightkd-explorer") -> str:
     }}
     el("text", {{x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle"}}, data.axes[axis] + (logx ? ", log scale" : ""));
     el("text", {{x: 14, y: (T + H - B) / 2, transform: `rotate(-90 14 ${{(T + H - B) / 2}})`, "text-anchor": "middle"}}, "accuracy");
-    const sorted = pts.slice().sort((a, b) => a[axis] - b[axis] || b.accuracy - a.accuracy);
-    let best = -Infinity; const front = [];
-    for (const p of sorted) if (p.accuracy > best) {{ front.push(p); best = p.accuracy; }}
-    el("polyline", {{points: front.map(p => sx(p[axis]) + "," + sy(p.accuracy)).join(" "), fill: "none",
-                    stroke: "#999", "stroke-dasharray": "5,4"}});
+    const front = [];   // each chapter's own front: chapters differ in task, so none crosses them
+    for (const ch of [...new Set(pts.map(p => p.chapter))]) {{
+      const mine = pts.filter(p => p.chapter === ch).sort((a, b) => a[axis] - b[axis] || b.accuracy - a.accuracy);
+      let best = -Infinity; const line = [];
+      for (const p of mine) if (p.accuracy > best) {{ line.push(p); best = p.accuracy; }}
+      front.push(...line);
+      if (line.length > 1)
+        el("polyline", {{points: line.map(p => sx(p[axis]) + "," + sy(p.accuracy)).join(" "), fill: "none",
+                        stroke: data.colours[ch], "stroke-dasharray": "5,4"}});
+    }}
     for (const p of pts) {{
       const c = el("circle", {{cx: sx(p[axis]), cy: sy(p.accuracy), r: front.includes(p) ? 7 : 5,
                               fill: data.colours[p.chapter], stroke: front.includes(p) ? "#000" : "none", opacity: 0.85}});
@@ -326,9 +498,9 @@ def explorer_html(models, element_id: str = "lightkd-explorer") -> str:
         const box = root.getBoundingClientRect();
         tip.style.display = "block"; tip.style.left = (e.clientX - box.left + 12) + "px";
         tip.style.top = (e.clientY - box.top + 12) + "px";
-        tip.innerHTML = `<b>${{p.model}}</b><br>${{p.method}}<br>chapter ${{p.chapter}}<br>` +
+        tip.innerHTML = `<b>${{p.model}}</b><br>${{p.method}}<br>chapter ${{p.chapter_title}}<br>` +
           `accuracy ${{(100 * p.accuracy).toFixed(1)}}%, ${{data.axes[axis]}} ${{p[axis].toPrecision(3)}}` +
-          (front.includes(p) ? "<br>on the Pareto front" : "");
+          (front.includes(p) ? "<br>on its chapter's Pareto front" : "");
       }});
       c.addEventListener("mouseleave", () => {{ tip.style.display = "none"; }});
     }}

@@ -138,3 +138,14 @@ def test_chapters_end_alike_and_show_no_metric_keys():
                 shown = "".join(out.get("data", {}).get("text/plain", "")).strip()
                 assert not (out["output_type"] == "execute_result" and shown in ("True", "False")), \
                     f"{nb.name}: a stray {shown} under: {''.join(c['source'])[:60]!r}"
+
+
+def test_the_intro_quotes_bert_base_as_lightkd_counts_it():
+    """The intro's opening figures (parameters, GFLOPs per 128-token sentence) are counted, not remembered."""
+    from lightkd import bench, zoo
+    intro = (ROOT / "book" / "intro.md").read_text()
+    params, gflops = (int(m) for m in re.search(r"BERT-base has (\d+) million parameters and needs about\s+(\d+) GFLOPs "
+                                               r"per 128-token sentence", intro).groups())
+    bert_base = zoo.random_model("bert_base")  # the encoder without a task head, as the paper counts it
+    assert round(bench.count_params(bert_base) / 1e6, -1) == params
+    assert round(bench.flops(bert_base, seq_len=128) / 1e9) == gflops

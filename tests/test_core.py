@@ -395,6 +395,32 @@ def test_layer_diagram_draws_every_box_and_link():
         viz.layer_diagram([], ["a"])
 
 
+def test_dataflow_diagram_and_mask_grid_draw_what_they_are_given():
+    import matplotlib
+    matplotlib.use("Agg")
+    colors = {"int8": "#cfe", "float": "#eee"}
+    steps = [("embed", "int8"), ("LayerNorm", "float"), ("query", "int8"), ("softmax", "float"), ("out", "int8")]
+    ax = viz.dataflow_diagram(steps, colors, per_row=3, title="t")
+    assert len(ax.patches) == 5 and [t.get_text() for t in ax.texts[:5]] == [s for s, _ in steps]
+    assert sum(1 for c in ax.get_children() if isinstance(c, matplotlib.text.Annotation)) == 4  # an arrow between each pair
+    assert [p.get_facecolor() for p in ax.patches][1] == matplotlib.colors.to_rgba("#eee")
+    with pytest.raises(LightKDError, match="colors"):
+        viz.dataflow_diagram([("a", "int4")], colors)
+    with pytest.raises(LightKDError, match="steps"):
+        viz.dataflow_diagram([], colors)
+    with pytest.raises(LightKDError, match="per_row"):
+        viz.dataflow_diagram(steps, colors, per_row=0)
+    keep = torch.ones(4, 6, dtype=torch.bool)
+    keep[:, :2] = False
+    fig = viz.mask_grid({"heads": {"W_Q": keep, "W_O": keep.T}, "none": {"W_Q": torch.ones(4, 6), "W_O": torch.ones(6, 4)}})
+    assert len(fig.axes) == 4 and fig.axes[0].get_xlabel() == "67% kept" and fig.axes[2].get_xlabel() == "100% kept"
+    with pytest.raises(LightKDError, match="first row"):
+        viz.mask_grid({"a": {"W_Q": keep}, "b": {"W_K": keep}})
+    with pytest.raises(LightKDError, match="2-d"):
+        viz.mask_grid({"a": {"W_Q": torch.ones(3)}})
+    with pytest.raises(LightKDError, match="non-empty"):
+        viz.mask_grid({})
+
 def test_fetch_command(capsys):
     from lightkd.__main__ import main
     assert main(["nonsense"]) == 2
@@ -436,3 +462,19 @@ def test_registry_package_missing_is_one_clear_error(tmp_cache):
     from lightkd.common import registry_package
     with pytest.raises(SourceMissing, match="pip install --no-deps lightkd-no-such-package==0.0.1"):
         registry_package("lightkd-no-such-package", "0.0.1")
+
+
+def test_dots_draw_points_not_bars():
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = viz.dots(["a", "b", "c"], [0.8, 0.82, 0.79], errors=[0.01, (0.02, 0.01), 0.0], runs=[[0.79, 0.81], [], [0.79]],
+                  reference=0.85, title="t")
+    assert not ax.patches, "no bars"
+    assert [t.get_text() for t in ax.texts] == ["0.800", "0.820", "0.790"]
+    assert ax.get_ylim()[0] > 0.5, "the axis starts near the data"
+    with pytest.raises(LightKDError, match="errors"):
+        viz.dots(["a", "b"], [1, 2], errors=[0.1])
+    with pytest.raises(LightKDError, match="runs"):
+        viz.dots(["a"], [1], runs=[[1], [2]])
+    with pytest.raises(LightKDError, match="pair up"):
+        viz.dots([], [])

@@ -436,9 +436,14 @@ def test_scoreboard_gathers_every_chapter_in_one_shape(tmp_path, monkeypatch):
     assert models_.loc[models_["model"] == "student", "unique_params"].tolist() == [10, 10]
     claims = results.claims_frame(chapters)
     assert list(claims["chapter"]) == ["01_a", "02_b"] and set(claims["verdict"]) == {"reproduced"}
-    html = __import__("lightkd.viz", fromlist=["viz"]).explorer_html(models_)
+    viz = __import__("lightkd.viz", fromlist=["viz"])
+    html = viz.explorer_html(models_, titles={"01_a": "1. first", "02_b": "2. second"})
     assert "<script>" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
-    assert '"chapter": "02_b"' in html and "Pareto" in html
+    assert '"chapter": "02_b"' in html and '"chapter_title": "2. second"' in html and "Pareto" in html
+    assert ">2. second</span>" in html, "the legend names chapters as a reader knows them"
+    styles = viz.chapter_styles([f"{i:02d}_c" for i in range(1, 12)])
+    assert len(set(styles.values())) == 11 and len({c for c, _ in styles.values()}) == 11, "eleven distinct colours"
+    assert all(c in html for c, _ in viz.chapter_styles(["01_a", "02_b"]).values())
 
 
 def test_pareto_front():

@@ -50,6 +50,22 @@ class PatientClient(NotebookClient):
         return kc
 
 
+def merge_streams(nb):
+    """Join a cell's consecutive prints into one output: a loop that prints a line per trained model
+    otherwise leaves one output per line (the kernel flushes between them), and the book draws each
+    in its own box."""
+    for cell in nb.cells:
+        merged = []
+        for output in cell.get("outputs", []):
+            if (merged and output.get("output_type") == "stream" and merged[-1].get("output_type") == "stream"
+                    and merged[-1].get("name") == output.get("name")):
+                merged[-1]["text"] += output["text"]
+            else:
+                merged.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = merged
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path)
@@ -71,6 +87,7 @@ def main():
     try:
         client.execute()
     finally:
+        merge_streams(nb)
         nbformat.write(nb, out)
     print(f"executed {args.source} -> {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 

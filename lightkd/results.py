@@ -67,10 +67,14 @@ def cpu_name() -> str:
 
 
 def environment() -> dict:
+    """What a results file was measured with. ``cpu_features`` because two processors that share a name
+    ("AMD EPYC") may differ in what decides the numbers: bf16 units change how students train (bf16
+    autocast where they pay), int8 dot products (VNNI) how fast int8 models run."""
     import transformers
+    from .bench import cpu_features
     return {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
-            "python": platform.python_version(), "cpu": cpu_name(), "threads": torch.get_num_threads(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+            "python": platform.python_version(), "cpu": cpu_name(), "cpu_features": cpu_features(),
+            "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 class Recorder:

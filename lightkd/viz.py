@@ -28,6 +28,16 @@ def _as_numpy(x):
     return x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
+def _page_fontsize(fig, size, room=None, page_width=9.0):
+    """A font size that stays readable on the page: the book shrinks a figure wider than about
+    ``page_width`` inches to fit, so its text is drawn larger by the same factor; ``room`` (points
+    per label, e.g. a token's row of an attention map) caps it so that labels do not overlap."""
+    size = size * max(1.0, fig.get_figwidth() / page_width)
+    if room is not None:
+        size = min(size, max(6.0, 0.85 * room))
+    return float(size)
+
+
 def attention_map(attention, tokens, ax=None, title=None, cmap="viridis", vmax=None):
     """One head: query tokens down the side, key tokens along the top.
 
@@ -43,8 +53,9 @@ def attention_map(attention, tokens, ax=None, title=None, cmap="viridis", vmax=N
     if vmax is not None and (isinstance(vmax, bool) or not isinstance(vmax, (int, float)) or not vmax > 0):
         raise LightKDError(f"vmax must be a positive number, got {vmax!r}")
     ax.imshow(a, cmap=cmap, vmin=0, vmax=vmax if vmax is not None else max(a.max(), 1e-9))
-    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
-    ax.set_yticks(range(len(tokens)), tokens, fontsize=8)
+    fontsize = _page_fontsize(ax.figure, 8, room=72 * ax.get_position().height * ax.figure.get_figheight() / len(tokens))
+    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(len(tokens)), tokens, fontsize=fontsize)
     ax.grid(False)
     ax.set_xlabel("attends to (key)")
     ax.set_ylabel("token (query)")
@@ -62,6 +73,7 @@ def attention_grid(attentions, tokens=None, title=None, cell=1.1):
     a = np.stack([_as_numpy(x)[0] if _as_numpy(x).ndim == 4 else _as_numpy(x) for x in attentions])
     layers, heads = a.shape[:2]
     fig, axes = plt.subplots(layers, heads, figsize=(cell * heads, cell * layers), squeeze=False)
+    fontsize = _page_fontsize(fig, 8)
     for l in range(layers):
         for h in range(heads):
             ax = axes[l, h]
@@ -69,10 +81,10 @@ def attention_grid(attentions, tokens=None, title=None, cell=1.1):
             ax.set_xticks([]), ax.set_yticks([])
             ax.grid(False)
             if l == 0:
-                ax.set_title(f"head {h}", fontsize=8)
+                ax.set_title(f"head {h}", fontsize=fontsize)
             if h == 0:
-                ax.set_ylabel(f"layer {l}", fontsize=8)
-    fig.suptitle(title or "attention of every layer and head", y=1.0)
+                ax.set_ylabel(f"layer {l}", fontsize=fontsize)
+    fig.suptitle(title or "attention of every layer and head", y=1.0, fontsize=max(11, fontsize + 2))
     fig.tight_layout()
     return fig
 
@@ -149,6 +161,16 @@ def stacked_bars(counts: dict[str, dict[str, float]], ylabel="parameters (millio
     return ax
 
 
+def plain_log_ticks(ax):
+    """Tick labels of a log-scale x axis as plain numbers (20, not 2 x 10^1); the ticks between powers
+    of ten get labels too when the axis spans less than about one and a half decades (else they crowd)."""
+    ax.autoscale_view()
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    low, high = ax.get_xlim()
+    ax.xaxis.set_minor_formatter(plain if low > 0 and high / low < 30 else matplotlib.ticker.NullFormatter())
+
+
 def label_points(ax, points, fontsize=8):
     """Name each ``(x, y, text)`` point beside it, trying a few positions around the point and taking
     the first whose box overlaps neither a label already placed nor another point (a greedy placer:
@@ -195,9 +217,7 @@ def accuracy_vs_cost(points, cost_label="latency (ms)", ax=None, title=None, log
         ax.scatter([p["cost"] for p in ps], [p["accuracy"] for p in ps], color=color, label=g or None, zorder=3)
     if logx:
         ax.set_xscale("log")
-        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 20, not 2 x 10^1
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
+        plain_log_ticks(ax)
     label_points(ax, [(p["cost"], p["accuracy"], p["name"]) for p in points])
     front, best = [], -np.inf
     for p in sorted(points, key=lambda p: (p["cost"], -p["accuracy"])):

@@ -478,3 +478,16 @@ def test_dots_draw_points_not_bars():
         viz.dots(["a"], [1], runs=[[1], [2]])
     with pytest.raises(LightKDError, match="pair up"):
         viz.dots([], [])
+
+
+def test_point_labels_move_apart_and_log_ticks_read_plainly():
+    import matplotlib
+    matplotlib.use("Agg")
+    pts = [{"name": "recovered", "cost": 13.1, "accuracy": 0.784}, {"name": "trimmed", "cost": 13.7, "accuracy": 0.781},
+           {"name": "teacher", "cost": 43.0, "accuracy": 0.845}]
+    ax = viz.accuracy_vs_cost(pts, logx=True)
+    offsets = {t.get_text(): t.xyann for t in ax.texts}
+    assert set(offsets) == {"recovered", "trimmed", "teacher"}
+    assert offsets["recovered"] != offsets["trimmed"], "two close points get their labels on different sides"
+    ax.figure.canvas.draw()
+    assert "20" in [t.get_text() for t in ax.xaxis.get_minorticklabels()], "ticks read 20, not 2 x 10^1"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # README command 2: set up, then run the unit tests, every chapter notebook
 # (nbval, lax: each cell must run, the chapters' asserts are the tests) and
-# the book build on the stored outputs, two workers, one thread each.
+# the book build on the stored outputs, two workers, one thread each. The 30
+# slowest tests close the report, so a slow run says where its time went.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup_env.sh
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 LIGHTKD_PROGRESS=0
-python -m pytest --nbval-lax -n 2 --dist loadfile -p no:randomly "$@"
+python -m pytest --nbval-lax -n 2 --dist loadfile -p no:randomly --durations=30 "$@"

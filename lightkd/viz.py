@@ -454,7 +454,7 @@ def explorer_html(models, element_id: str = "lightkd-explorer", titles=None) -> 
         p["chapter_title"] = name(p["chapter"])
     payload = _json.dumps({"points": points, "axes": EXPLORER_AXES, "colours": colours})
     options = "".join(f'<option value="{k}">{v}</option>' for k, v in EXPLORER_AXES.items())
-    legend = "".join(f'<span style="margin-right:12px"><span style="display:inline-block;width:10px;height:10px;'
+    legend = "".join(f'<span style="margin-right:12px;white-space:nowrap"><span style="display:inline-block;width:10px;height:10px;'
                      f'border-radius:5px;background:{colours[c]};margin-right:4px"></span>{name(c)}</span>'
                      for c in chapters)
     return f"""
@@ -462,7 +462,7 @@ def explorer_html(models, element_id: str = "lightkd-explorer", titles=None) -> 
   <label>cost axis: <select class="axis">{options}</select></label>
   <label style="margin-left:16px"><input type="checkbox" class="logx" checked> log scale</label>
   <div style="margin:6px 0">{legend}</div>
-  <svg width="740" height="420" style="border:1px solid #ddd;background:#fff"></svg>
+  <svg viewBox="0 0 740 420" style="width:100%;max-width:740px;height:auto;border:1px solid #ddd;background:#fff"></svg>
   <div class="tip" style="position:absolute;display:none;background:#222;color:#fff;padding:4px 8px;
        border-radius:4px;pointer-events:none;font-size:12px"></div>
 </div>

@@ -91,13 +91,22 @@ def attention_grid(attentions, tokens=None, title=None, cell=1.1):
 
 def bars(labels, values, ylabel="", ax=None, title=None, reference=None, fmt="{:.1f}", colors=None):
     """Labelled bars; ``reference`` draws a dashed line (e.g. the teacher)."""
-    if len(labels) != len(values) or not len(labels):
-        raise LightKDError(f"labels and values must pair up one to one, got {len(labels)} and {len(values)}")
+    _check_pairs(labels, values)
     if ax is None:
         _, ax = plt.subplots()
     b = ax.bar(range(len(labels)), values, color=colors or PALETTE[: len(labels)])
-    ax.set_xticks(range(len(labels)), labels, rotation=20 if max(map(len, labels)) > 10 else 0)
     ax.bar_label(b, labels=[fmt.format(v) for v in values], fontsize=8, padding=2)
+    return _label_categories(ax, labels, ylabel, reference, title)
+
+
+def _check_pairs(labels, values):
+    if len(labels) != len(values) or not len(labels):
+        raise LightKDError(f"labels and values must pair up one to one, got {len(labels)} and {len(values)}")
+
+
+def _label_categories(ax, labels, ylabel, reference, title):
+    """What bars and dots share: one tick per label (slanted when long), the y label, a dashed reference."""
+    ax.set_xticks(range(len(labels)), labels, rotation=20 if max(map(len, map(str, labels))) > 10 else 0)
     ax.set_ylabel(ylabel)
     if reference is not None:
         ax.axhline(reference, ls="--", color="k", lw=1)
@@ -114,8 +123,7 @@ def dots(labels, values, ylabel="", ax=None, title=None, errors=None, runs=None,
     ``errors``: per point a half-width, or ``(below, above)`` (e.g. from a 95% interval); ``runs``: per
     point the single runs (seeds), drawn as small black dots; ``reference``: a dashed line (the teacher).
     """
-    if len(labels) != len(values) or not len(labels):
-        raise LightKDError(f"labels and values must pair up one to one, got {len(labels)} and {len(values)}")
+    _check_pairs(labels, values)
     for what, extra in (("errors", errors), ("runs", runs)):
         if extra is not None and len(extra) != len(labels):
             raise LightKDError(f"{what} must have one entry per label ({len(labels)}), got {len(extra)}")
@@ -130,14 +138,8 @@ def dots(labels, values, ylabel="", ax=None, title=None, errors=None, runs=None,
         ax.annotate(fmt.format(v), (i, v), xytext=(7, 0), textcoords="offset points", va="center", fontsize=8)
         if runs is not None:
             ax.scatter([i - 0.12] * len(runs[i]), runs[i], color="k", s=9, zorder=4)
-    ax.set_xticks(range(len(labels)), labels, rotation=20 if max(map(len, map(str, labels))) > 10 else 0)
     ax.set_xlim(-0.5, len(labels) - 0.5)
-    ax.set_ylabel(ylabel)
-    if reference is not None:
-        ax.axhline(reference, ls="--", color="k", lw=1)
-    if title:
-        ax.set_title(title)
-    return ax
+    return _label_categories(ax, labels, ylabel, reference, title)
 
 
 def stacked_bars(counts: dict[str, dict[str, float]], ylabel="parameters (millions)", ax=None, title=None,
@@ -179,15 +181,15 @@ def label_points(ax, points, fontsize=8):
     to_px = ax.transData.transform
     scale = ax.figure.dpi / 72                         # points to pixels
     char_w, line_h = 0.6 * fontsize * scale, 1.2 * fontsize * scale
-    dots = [to_px((x, y)) for x, y, _ in points]
+    markers = [to_px((x, y)) for x, y, _ in points]
     placed = []
 
     def overlaps(box):
         x0, y0, x1, y1 = box
         hit_label = any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in placed)
-        return hit_label or any(x0 - 3 < px < x1 + 3 and y0 - 3 < py < y1 + 3 for px, py in dots)
+        return hit_label or any(x0 - 3 < px < x1 + 3 and y0 - 3 < py < y1 + 3 for px, py in markers)
 
-    for (x, y, text), (px, py) in sorted(zip(points, dots), key=lambda t: (t[1][0], -t[1][1])):
+    for (x, y, text), (px, py) in sorted(zip(points, markers), key=lambda t: (t[1][0], -t[1][1])):
         w, h = char_w * len(str(text)), line_h
         options = [(5, 3, "left", "bottom"), (5, -3, "left", "top"), (-5, 3, "right", "bottom"),
                    (-5, -3, "right", "top"), (5, 12, "left", "bottom"), (5, -12, "left", "top"),

@@ -39,15 +39,21 @@ import torch
 
 import numpy as np
 
-from .common import LightKDError, atomic_write_bytes, require_number
+from .common import LightKDError, atomic_write_bytes, cache_dir, require_number
+from .scales import current as current_scale, require_scale
 
 UNITS = ("fraction", "percent", "ratio", "ms", "s", "bytes", "MB", "params", "count", "flops", "x", "points", "")
 
 
-def results_dir() -> Path:
-    """``$LIGHTKD_RESULTS`` or the ``results/`` folder of the book this runs in."""
+def results_dir(scale: str = "book") -> Path:
+    """Where results of ``scale`` live: ``$LIGHTKD_RESULTS`` when set, else the
+    ``results/`` folder of the book this runs in for the published ``book``
+    scale, and a folder of the cache for ``tiny`` and ``paper`` runs (a test
+    run never overwrites the published numbers)."""
     if os.environ.get("LIGHTKD_RESULTS"):
         path = Path(os.environ["LIGHTKD_RESULTS"])
+    elif require_scale(scale) != "book":
+        path = cache_dir("results", scale)
     else:
         here = Path.cwd().resolve()
         root = next((p for p in (here, *here.parents) if (p / "_toc.yml").exists()), here)
@@ -87,6 +93,7 @@ class Recorder:
                 raise LightKDError(f"{what} must be a name like '01_teacher', got {value!r}")
         self.chapter, self.start, self.metrics = chapter, time.perf_counter(), {}
         self.out, self.name = (Path(out) if out is not None else None), name or chapter
+        self.scale = current_scale()
 
     def record(self, name: str, value, unit: str = "", paper=None, source: str | None = None,
                note: str | None = None):
@@ -172,13 +179,13 @@ class Recorder:
     @property
     def path(self) -> Path:
         if self.out is None:
-            return results_dir() / f"{self.chapter}.json"
+            return results_dir(self.scale) / f"{self.chapter}.json"
         self.out.mkdir(parents=True, exist_ok=True)
         return self.out / f"{self.name}.json"
 
     def save(self) -> Path:
         self.metrics["runtime_s"] = {"value": round(time.perf_counter() - self.start, 1), "unit": "s"}
-        payload = {"chapter": self.chapter, "environment": environment(),
+        payload = {"chapter": self.chapter, "scale": self.scale, "environment": environment(),
                    "runtime_s": self.metrics["runtime_s"]["value"], "metrics": self.metrics}
         atomic_write_bytes(self.path, (json.dumps(payload, indent=1) + "\n").encode())
         return self.path

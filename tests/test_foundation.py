@@ -16,6 +16,7 @@ from lightkd.data import ImageSplit
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lightkd"
 CORE = {"common", "data", "models", "zoo", "train", "bench", "viz", "results", "exercises", "__init__", "__main__",
+        "scales", "study",
         "vldata", "extractors"}
 METHODS = {"quant", "prune", "distill", "tinybert", "mobilebert", "vit", "share", "sparsify", "vlm"}
 

@@ -138,7 +138,9 @@ class Recorder:
 
     def claim(self, claim_id: str, effect, ci=None, *, threshold: float = 0.0, direction: str = "above",
               claim: str, source: str, unit: str = "points", note: str | None = None, paper=None,
-              untestable: str | None = None) -> str:
+              untestable: str | None = None, reason: str | None = None, mde: float | None = None,
+              quote: str | None = None, measure: str | None = None, declared: str | None = None,
+              history: list | None = None) -> str:
         """Record one line of the claim ledger and return its verdict.
 
         ``effect`` is what was measured (e.g. accuracy with KD minus without,
@@ -150,6 +152,13 @@ class Recorder:
         example, both arms of a comparison are still at chance, so a zero
         difference says nothing); the verdict is then *inconclusive* whatever
         the interval, and the ledger gives the reason beside the claim.
+
+        ``lightkd.study.judge`` fills the rest from a declared claim: ``reason``
+        (why a verdict is not "reproduced": one of ``study.REASONS``), ``mde``
+        (the minimum detectable effect of the design), ``quote`` (the paper's
+        words), ``measure`` (what the effect is), ``declared`` (when the claim
+        was declared) and ``history`` (changes to the declaration after results
+        existed: dicts of date, field, old, new, why).
         """
         _check_key(claim_id, "claim id")
         if untestable is not None and (not isinstance(untestable, str) or not untestable.strip()):
@@ -157,6 +166,13 @@ class Recorder:
         verdict_ = verdict(effect, ci, threshold=threshold, direction=direction)
         if untestable:
             verdict_ = "inconclusive"
+        from .study import REASONS
+        if reason is not None and reason not in REASONS:
+            raise LightKDError(f"claim {claim_id!r}: reason must be one of {REASONS}, got {reason!r}")
+        if reason is not None and verdict_ == "reproduced":
+            raise LightKDError(f"claim {claim_id!r}: a reproduced claim needs no reason, got {reason!r}")
+        if mde is not None:
+            require_number("mde", mde, low=0)
         low, high = (effect, effect) if ci is None else _interval(ci, "ci")
         if not low - 1e-9 * max(1.0, abs(low)) <= float(effect) <= high + 1e-9 * max(1.0, abs(high)):
             raise LightKDError(f"claim {claim_id!r}: the effect {effect!r} lies outside its own interval "
@@ -171,6 +187,12 @@ class Recorder:
         self.record(f"{base}.ci_high", high, unit=unit)
         self.record(f"{base}.threshold", float(threshold), unit=unit)
         self.record(f"{base}.direction", direction)
+        for key, value in (("reason", reason), ("mde", mde), ("quote", quote), ("measure", measure),
+                           ("declared", declared)):
+            if value is not None:
+                self.record(f"{base}.{key}", value, unit=unit if key == "mde" else "")
+        if history:
+            self.metrics[f"{base}.history"] = {"value": list(history), "unit": ""}
         return verdict_
 
     def __getitem__(self, name):
@@ -393,13 +415,21 @@ def ledger(source):
         unit = m("effect").get("unit", "")
         side = ">" if m("direction")["value"] == "above" else "<"
         why = metrics.get(f"claims.{cid}.untestable", {}).get("value")
-        rows.append({"claim": m("claim")["value"] + (f" (cannot be tested here: {why})" if why else ""),
+        changes = metrics.get(f"claims.{cid}.history", {}).get("value") or []
+        changed = "".join(f" (declaration changed {c['date']}: {c['field']} {c['old']} -> {c['new']}; {c['why']})"
+                          for c in changes)
+        rows.append({"claim": m("claim")["value"] + (f" (cannot be tested here: {why})" if why else "") + changed,
                      "source": m("verdict").get("source", ""),
                      "measured": _fmt(m("effect")["value"], unit) + (" points" if unit == "points" else ""),
                      "95% interval": f"[{_fmt(m('ci_low')['value'], unit)}, {_fmt(m('ci_high')['value'], unit)}]",
                      "holds if": f"{side} {_fmt(m('threshold')['value'], unit)}",
-                     "verdict": m("verdict")["value"]})
-    return _full_text(pd.DataFrame(rows, columns=["claim", "source", "measured", "95% interval", "holds if", "verdict"]))
+                     "verdict": m("verdict")["value"],
+                     "why": metrics.get(f"claims.{cid}.reason", {}).get("value", "")})
+    columns = ["claim", "source", "measured", "95% interval", "holds if", "verdict", "why"]
+    table = pd.DataFrame(rows, columns=columns)
+    if not table["why"].astype(bool).any():  # chapters judged before reasons were recorded
+        table = table.drop(columns="why")
+    return _full_text(table)
 
 
 _FULL_TEXT_CLASSES = {}

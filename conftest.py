@@ -3,25 +3,40 @@ first, then the unit tests. With ``--dist loadfile`` each file goes to
 whichever worker is free, so starting with the longest chapters keeps both
 workers busy to the end instead of leaving one to run a long chapter alone.
 
-The order is a scheduling hint only: chapters measured cold (the cache as set-up
-leaves it, one thread, two at a time) on the project's 2-core machine, longest
-first (2026-12-07: chapter 8 8.4 min, 4 6.4, 2 5.6, 7 5.4, 5 5.2, 6 4.6, 3 4.6,
-10 about 4.5, 11 3.7, 9 2.7). A notebook missing from the list runs after the
-listed ones."""
+A chapter's length is the ``runtime_s`` its results file records
+(results/NN_name.json: the run that produced the stored page), so the order
+follows the chapters as they are stored, with no list to keep by hand. The
+order is a scheduling hint only: the tests run the chapters at another scale
+(tiny), where the times differ. The scoreboard, which has no results file,
+runs after the chapters; a chapter without a run time runs after those with
+one."""
+import json
 import pathlib
 
-LONGEST_FIRST = ["08_sharing", "04_distillation", "02_quantization", "07_vision", "05_tinybert", "06_mobilebert",
-                 "03_pruning", "10_vision_language", "11_putting_it_together", "09_token_sparsification",
-                 "01_teacher", "scoreboard"]
+ROOT = pathlib.Path(__file__).resolve().parent
+
+
+def stored_runtime(stem: str) -> float | None:
+    """The seconds results/<stem>.json records for the chapter's stored run, if any."""
+    try:
+        return float(json.loads((ROOT / "results" / f"{stem}.json").read_text())["runtime_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def pytest_collection_modifyitems(session, config, items):
+    runtimes: dict[str, float | None] = {}
+
     def key(item):
         path = pathlib.Path(str(item.fspath))
         if path.suffix != ".ipynb":
-            return (2, 0)
-        rank = LONGEST_FIRST.index(path.stem) if path.stem in LONGEST_FIRST else len(LONGEST_FIRST)
-        return (0 if path.stem in LONGEST_FIRST else 1, rank)
+            return (3, 0.0)
+        if path.stem == "scoreboard":
+            return (2, 0.0)
+        if path.stem not in runtimes:
+            runtimes[path.stem] = stored_runtime(path.stem)
+        seconds = runtimes[path.stem]
+        return (0, -seconds) if seconds is not None else (1, 0.0)
     items.sort(key=key)  # stable: cells keep their order inside a notebook
 
 

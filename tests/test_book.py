@@ -1,6 +1,7 @@
 """The book as a whole: it builds with -W, its pages need no CDN, every chapter
 is in the table of contents and wrote its results, and the set-up files agree."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -108,8 +109,42 @@ def test_both_commands_run_chapters_on_one_thread():
         text = (ROOT / "tools" / command).read_text()
         assert re.search(r"^export .*\bOMP_NUM_THREADS=1\b", text, re.M), f"{command} does not pin one thread"
     book = (ROOT / "tools" / "book.sh").read_text()
-    assert "run_notebook.py notebooks/scoreboard.ipynb" in book, "the scoreboard must run after the chapters"
+    assert "python tools/build_chapters.py" in book, "the book command executes the chapters with the driver"
+    driver = load_driver()
+    assert driver.CHILD_ENV["OMP_NUM_THREADS"] == "1", "the driver must run every chapter on one thread"
+    assert "run_notebook.py" in (ROOT / "tools" / "build_chapters.py").read_text()
+    order = [nb.stem for nb in driver.select([])]
+    assert order[-1] == "scoreboard" and order[:-1] == [nb.stem for nb in NOTEBOOKS], \
+        "every chapter runs, then the scoreboard after the chapters"
     assert '"off"' in book, "the book command renders what it executed; jupyter-book must not execute again"
+
+
+def load_driver():
+    """tools/build_chapters.py, the book command's driver, as a module."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_chapters", ROOT / "tools" / "build_chapters.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_book_driver_names_a_failed_chapter_and_runs_the_rest(tmp_path):
+    """A failing chapter is named and fails the command once the other chapters have run, each on one thread."""
+    import nbformat
+    sources = {"a_fails": "raise ValueError('this chapter fails')",
+               "b_passes": "import os\nassert os.environ['OMP_NUM_THREADS'] == '1'\nprint('ran')"}
+    for name, code in sources.items():
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), tmp_path / f"{name}.ipynb")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "build_chapters.py"), "--out-dir", str(out),
+                           "--jobs", "1", *(str(tmp_path / f"{name}.ipynb") for name in sources)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "4"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "a_fails: FAILED" in done.stdout and "this chapter fails" in done.stdout
+    assert "b_passes: done in" in done.stdout and "FAILED: a_fails (1 of 2" in done.stdout
+    assert "without encryption" not in done.stdout + done.stderr, "the kernel's TCP warning is back"
+    passed = nbformat.read(out / "b_passes.ipynb", as_version=4)
+    assert passed.cells[0].outputs[0]["text"] == "ran\n"
 
 
 CHAPTER_ENDING = ["Exercises", "Paper vs. measured", "The claim ledger", "Scaling up"]

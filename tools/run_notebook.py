@@ -13,12 +13,14 @@ get them.
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from queue import Empty
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 
 class PatientClient(NotebookClient):
@@ -49,6 +51,22 @@ class PatientClient(NotebookClient):
         channel.get_msg = get_msg_in_steps
         return kc
 
+    sockets = None  # a private folder for the kernel's sockets; None: TCP
+
+    def create_kernel_manager(self):
+        """Talk to the kernel over local (IPC) sockets in the folder ``self.sockets``.
+
+        Over TCP, the default, ipykernel warns at every start that the connection is unencrypted
+        ("Kernel is running over TCP without encryption"); IPC sockets are files that only this user
+        can open, so there is nothing to warn about. They get an absolute path in a private folder:
+        jupyter_client's default is relative, and the kernel (which runs in the chapter's folder) and
+        this process would look for it in different places. Windows has no IPC sockets: TCP there."""
+        km = super().create_kernel_manager()
+        if self.sockets is not None and os.name != "nt":
+            km.transport = "ipc"
+            km.ip = os.path.join(self.sockets, "kernel")
+        return km
+
 
 def merge_streams(nb):
     """Join a cell's consecutive prints into one output: a loop that prints a line per trained model
@@ -71,6 +89,7 @@ def main():
     parser.add_argument("source", type=Path)
     parser.add_argument("--out", type=Path, help="where to save (default: the source, as .ipynb)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    parser.add_argument("--quiet", action="store_true", help="print nothing when the run succeeds")
     args = parser.parse_args()
     if args.source.suffix == ".py":
         import jupytext
@@ -82,15 +101,22 @@ def main():
     os.environ.setdefault("LIGHTKD_PROGRESS", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
-    client = PatientClient(nb, timeout=args.timeout, kernel_name="python3",
-                           resources={"metadata": {"path": str(out.parent.resolve())}}, store_widget_state=True)
-    try:
-        client.execute()
-    finally:
-        merge_streams(nb)
-        nbformat.write(nb, out)
-    print(f"executed {args.source} -> {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="lightkd-kernel-") as sockets:
+        client = PatientClient(nb, timeout=args.timeout, kernel_name="python3",
+                               resources={"metadata": {"path": str(out.parent.resolve())}}, store_widget_state=True)
+        client.sockets = sockets
+        try:
+            client.execute()
+        except CellExecutionError as error:  # the failing cell and its traceback; nbclient's own frames say nothing
+            print(f"{args.source}: a cell failed; saved with the outputs so far to {out}\n{error}", file=sys.stderr)
+            return 1
+        finally:
+            merge_streams(nb)
+            nbformat.write(nb, out)
+    if not args.quiet:
+        print(f"executed {args.source} -> {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,11 +1,10 @@
 """Page images of the rendered book, for a review by eye (not part of the book or its tests).
 
 Needs Debian's chromium and poppler-utils (`apt-get install chromium poppler-utils`). Render the
-book from the stored outputs first (execute off), e.g.
+book from the stored outputs first (executing nothing), then name the pages:
 
-    sed 's/execute_notebooks: force/execute_notebooks: "off"/' _config.yml > /tmp/rcfg.yml
-    jupyter-book build -W -n --keep-going --config /tmp/rcfg.yml --path-output /tmp/rbuild .
-    python dev/review/review_pages.py /tmp/rbuild/_build/html 04_distillation scoreboard intro
+    bash tools/book.sh --render
+    python dev/review/review_pages.py _build/html 04_distillation scoreboard intro
 
 Each page is printed to PDF by headless Chromium (about 20 s a chapter; a full-page screenshot of a
 60,000-pixel page takes minutes) and cut into PNG pages OUT/NAME_00.png, NAME_01.png, ... The print

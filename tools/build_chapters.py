@@ -112,7 +112,11 @@ class Build:
                 workers[i] += (self.stored[nb] or 0) * factor
         return max(workers)
 
+    stopping = False  # set on an interrupt: start nothing more
+
     def run(self, nb: Path) -> bool:
+        if self.stopping:
+            return False
         stored = self.stored[nb]
         with self.lock:
             self.started[nb] = time.monotonic()
@@ -137,7 +141,8 @@ class Build:
                 self.failed.append(nb)
         took, total = minutes(end - self.started[nb]), minutes(end - self.start)
         if status:
-            self.say(nb, f"FAILED after {took} (exit status {status}; its output is above)")
+            why = f"stopped by signal {-status}" if status < 0 else f"exit status {status}; its output is above"
+            self.say(nb, f"FAILED after {took} ({why})")
             return False
         left = self.seconds_left()
         remaining = len(self.chapters) - len(self.took)
@@ -182,18 +187,22 @@ def main(argv=None) -> int:
     print(f"Executing {len(chapters)} notebooks, {args.jobs} at a time, one thread each, at scale {scale}; "
           f"their stored runs took {minutes(stored)} in all.", flush=True)
     pages = [nb for nb in chapters if nb.stem != SCOREBOARD]
+    pool = ThreadPoolExecutor(args.jobs)
     try:
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(build.run, pages))
+        list(pool.map(build.run, pages))
         if len(pages) < len(chapters):
             if build.failed:
                 print("The scoreboard did not run: it reads every chapter's results.", flush=True)
             else:
                 build.run(chapters[-1])
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # stop the running chapters at once instead of waiting for them
+        build.stopping = True
         build.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        pool.shutdown(wait=True)
     total = minutes(time.monotonic() - build.start)
     if build.failed:
         print(f"FAILED: {', '.join(nb.stem for nb in build.failed)} ({len(build.failed)} of {len(chapters)}; "

@@ -87,13 +87,15 @@ class Recorder:
     """``out`` and ``name`` (optional): write ``out/name.json`` instead of
     ``results/<chapter>.json`` (the recipes write beside their other outputs)."""
 
-    def __init__(self, chapter: str, *, out: str | Path | None = None, name: str | None = None):
+    def __init__(self, chapter: str, *, out: str | Path | None = None, name: str | None = None,
+                 code: str | None = None):
         for what, value in (("chapter", chapter), ("name", name)):
             if value is not None and (not value or "/" in value):
                 raise LightKDError(f"{what} must be a name like '01_teacher', got {value!r}")
         self.chapter, self.start, self.metrics = chapter, time.perf_counter(), {}
         self.out, self.name = (Path(out) if out is not None else None), name or chapter
         self.scale = current_scale()
+        self.code = code  # a digest of the code that produced the numbers (lightkd.recipes.chapter_digest)
 
     def record(self, name: str, value, unit: str = "", paper=None, source: str | None = None,
                note: str | None = None):
@@ -207,7 +209,8 @@ class Recorder:
 
     def save(self) -> Path:
         self.metrics["runtime_s"] = {"value": round(time.perf_counter() - self.start, 1), "unit": "s"}
-        payload = {"chapter": self.chapter, "scale": self.scale, "environment": environment(),
+        payload = {"chapter": self.chapter, "scale": self.scale, "code_digest": self.code,
+                   "environment": environment(),
                    "runtime_s": self.metrics["runtime_s"]["value"], "metrics": self.metrics}
         atomic_write_bytes(self.path, (json.dumps(payload, indent=1) + "\n").encode())
         return self.path

@@ -97,6 +97,34 @@ class Claim:
                 "unit": self.unit, "effect": self.effect}
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A number a chapter reports, declared once: its unit, the paper's figure
+    for it and where that stands. A recipe records every metric through its
+    declaration (``record``), so the notebook, the command line and the
+    scoreboard read one definition (no "teacher / student" here and
+    "student / teacher" there)."""
+    name: str
+    unit: str
+    paper: float | None = None
+    source: str | None = None
+    note: str | None = None
+    higher_is_better: bool = True
+
+    def __post_init__(self):
+        from .results import UNITS
+        if not isinstance(self.name, str) or not self.name or self.name != self.name.lower() or " " in self.name:
+            raise LightKDError(f"metric names are dotted lower case without spaces, got {self.name!r}")
+        if self.unit not in UNITS:
+            raise LightKDError(f"metric {self.name!r}: unknown unit {self.unit!r}; use one of {UNITS}")
+
+
+def record(rec, metric: Metric, value, note: str | None = None):
+    """Record ``value`` under ``metric``'s declaration; returns the value."""
+    return rec.record(metric.name, value, unit=metric.unit, paper=metric.paper, source=metric.source,
+                      note=note or metric.note)
+
+
 # ---------------------------------------------------------------- estimates
 @dataclass(frozen=True)
 class Estimate:

@@ -1,8 +1,13 @@
 """The command line of the recipes.
 
     python -m lightkd.recipes list
-    python -m lightkd.recipes NAME [--tiny] [--out DIR] [--set key=value ...]
-    python -m lightkd.recipes all --tiny [--out DIR]
+    python -m lightkd.recipes NAME [--scale tiny|book|paper] [--out DIR] [--set key=value ...]
+    python -m lightkd.recipes all --scale tiny [--out DIR]
+
+``--scale`` picks the recipe's preset: ``paper`` (the default, unless
+``LIGHTKD_SCALE`` says otherwise: the paper's model, data and budget, for
+GPUs), ``book`` (the chapter's published CPU run, for chapters whose pipeline
+lives in their recipe) or ``tiny`` (seconds on a CPU; ``--tiny`` for short).
 
 ``--set`` values are read as JSON when they parse (``lr=3e-5``,
 ``train_size=null``, ``augment=false``), else as text (``teacher=out/teacher``).
@@ -14,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
 from ..common import LightKDError
+from ..scales import SCALES, require_scale
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,7 +49,10 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m lightkd.recipes", description="Run a chapter's method at the paper's scale, "
                 "or with --tiny as a seconds-long smoke test on tiny random models and offline data.")
     p.add_argument("name", help="a recipe name, 'list', or 'all'")
-    p.add_argument("--tiny", action="store_true", help="the smoke configuration (offline, seconds on a CPU)")
+    p.add_argument("--scale", choices=SCALES, default=None,
+                   help="tiny (seconds on a CPU), book (the chapter's CPU run) or paper (the default: the paper's "
+                        "model, data and budget); LIGHTKD_SCALE sets the default")
+    p.add_argument("--tiny", action="store_true", help="the same as --scale tiny")
     p.add_argument("--out", default="recipe-results", help="where the results files go (default: recipe-results)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change one option of the recipe (repeatable)")
@@ -51,7 +61,15 @@ def parser() -> argparse.ArgumentParser:
 
 def describe(recipes) -> str:
     width = max(len(n) for n in recipes)
-    return "\n".join(f"{n:<{width}}  {r.chapter:<24}  {r.help}" for n, r in recipes.items())
+    return "\n".join(f"{n:<{width}}  {r.chapter:<24}  {'/'.join(r.scales):<15}  {r.help}" for n, r in recipes.items())
+
+
+def chosen_scale(args) -> str:
+    if args.tiny and args.scale not in (None, "tiny"):
+        raise LightKDError(f"--tiny and --scale {args.scale} disagree; give one of them")
+    if args.tiny:
+        return "tiny"
+    return args.scale or require_scale(os.environ.get("LIGHTKD_SCALE", "paper").strip().lower() or "paper")
 
 
 def main(argv=None) -> int:
@@ -71,14 +89,20 @@ def main(argv=None) -> int:
             names = [args.name]
         else:
             raise LightKDError(f"unknown recipe {args.name!r}; choose one of {', '.join(RECIPES)}, 'list' or 'all'")
+        scale = chosen_scale(args)
+        if args.name == "all":
+            skipped = [n for n in names if scale not in RECIPES[n].scales]
+            names = [n for n in names if n not in skipped]
+            if skipped:
+                print(f"lightkd.recipes: {', '.join(skipped)} have no {scale} scale yet; skipped", flush=True)
         for name in names:  # check every configuration before the first one trains
-            RECIPES[name].config(args.tiny, **overrides)
+            RECIPES[name].config(scale, **overrides)
         if is_main_process():
             from ..train import world_size
             print(f"lightkd.recipes: {', '.join(names)} on {world_size()} process(es)", flush=True)
         for name in names:
             start = time.perf_counter()
-            results = RECIPES[name](tiny=args.tiny, out=args.out, **overrides)
+            results = RECIPES[name](scale=scale, out=args.out, **overrides)
             if is_main_process():
                 accuracies = {k.split(".")[1]: v["value"] for k, v in results["metrics"].items()
                               if k.startswith("models.") and k.endswith(".accuracy")}

@@ -10,14 +10,21 @@ rank 0 alone writes into ``out`` (every other rank gets a scratch folder that
 is deleted afterwards, so a recipe never has to ask which rank it is)."""
 from __future__ import annotations
 
+import ast
+import dataclasses
+import hashlib
+import inspect
 import json
 import os
+import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..common import LightKDError
+from ..scales import SCALES
 
 
 @dataclass(frozen=True)
@@ -25,29 +32,47 @@ class Recipe:
     name: str                      # the command-line name, e.g. "distilbert"
     chapter: str                   # e.g. "04_distillation"
     help: str                      # one line for --help
-    paper: dict                    # paper-scale defaults (hub models, GLUE through datasets, full budget)
-    tiny: dict                     # smoke configuration: tiny random models, offline data, a few steps
-    run: Callable[[dict, Path], dict]   # run(config, out) -> the recorded results (also saved under out)
+    # The options at each scale: a config dataclass for a chapter whose pipeline lives here (tiny,
+    # book, paper), or a dict for a recipe whose chapter is not migrated yet (tiny, paper).
+    paper: object = None           # the paper's model, data and budget (hub, GPUs)
+    tiny: object = None            # seconds on a CPU: what the tests run
+    book: object = None            # the book's published CPU run
+    run: Callable[[object, Path], dict] = None   # run(config, out) -> the recorded results (also saved under out)
     notes: str = ""                # what the paper-scale run needs (GPU hours, hub access)
 
-    def config(self, tiny: bool = False, **overrides) -> dict:
-        """The paper's (or the tiny) options with ``overrides``; an unknown option
-        or a value of the wrong kind is a ``LightKDError`` that names the options.
-        A None override sets the option to None (its "all" / "by epochs" meaning)."""
-        base = dict(self.tiny if tiny else self.paper)
-        unknown = set(overrides) - set(base)
+    @property
+    def presets(self) -> dict:
+        return {s: getattr(self, s) for s in SCALES if getattr(self, s) is not None}
+
+    @property
+    def scales(self) -> tuple:
+        return tuple(s for s in SCALES if s in self.presets)
+
+    def config(self, scale: str = "paper", **overrides):
+        """The options of ``scale`` with ``overrides``; an unknown option or a value
+        of the wrong kind is a ``LightKDError`` that names the options. A None
+        override sets the option to None (its "all" / "by epochs" meaning)."""
+        if scale is True or scale is False:  # the old spelling: config(tiny)
+            scale = "tiny" if scale else "paper"
+        if scale not in self.presets:
+            raise LightKDError(f"recipe {self.name!r} runs at {', '.join(self.scales)} scale, not {scale!r}")
+        preset = self.presets[scale]
+        options = _options(preset)
+        unknown = set(overrides) - set(options)
         if unknown:
             raise LightKDError(f"recipe {self.name!r} has no option {sorted(unknown)[0]!r}; "
-                               f"it takes {', '.join(sorted(base))}")
+                               f"it takes {', '.join(sorted(options))}")
         for key, value in overrides.items():
             if value is not None:
-                _check_kind(self.name, key, value, (self.paper.get(key), self.tiny.get(key)))
-        base.update(overrides)  # None too: "max_steps=null" means "by epochs", "train_size=null" "all of it"
-        return base
+                _check_kind(self.name, key, value, [_options(p).get(key) for p in self.presets.values()])
+        if dataclasses.is_dataclass(preset):
+            return dataclasses.replace(preset, **overrides)
+        return {**options, **overrides}  # None too: "max_steps=null" means "by epochs", "train_size=null" "all of it"
 
-    def __call__(self, *, tiny: bool = False, out: str | Path = "recipe-results", **overrides) -> dict:
+    def __call__(self, *, scale: str | None = None, tiny: bool = False, out: str | Path = "recipe-results",
+                 **overrides) -> dict:
         """Run with the checked options; returns what ``out/<name>.json`` holds."""
-        config = self.config(tiny, **overrides)
+        config = self.config(scale or ("tiny" if tiny else "paper"), **overrides)
         if is_main_process():
             return self._run(config, Path(out))
         with tempfile.TemporaryDirectory(prefix=f"lightkd-{self.name}-") as scratch:
@@ -60,6 +85,10 @@ class Recipe:
             raise LightKDError(f"recipe {self.name!r} wrote no {path.name}: its run must save a Recorder "
                                f"(Recorder(chapter, out=out, name={self.name!r}))")
         return json.loads(path.read_text())
+
+
+def _options(preset) -> dict:
+    return dataclasses.asdict(preset) if dataclasses.is_dataclass(preset) else dict(preset)
 
 
 def _check_kind(recipe: str, key: str, value, defaults) -> None:
@@ -106,3 +135,77 @@ def registry(*modules) -> dict[str, Recipe]:
                 raise LightKDError(f"two recipes are called {recipe.name!r}")
             out[recipe.name] = recipe
     return out
+
+
+# ------------------------------------------------------------ stages and their cache keys
+def _same_module_sources(fn, seen=None) -> list:
+    """``fn``'s source and, recursively, the sources of the functions and the
+    repr of the plain constants of its own module that it names."""
+    seen = {} if seen is None else seen
+    if fn in seen:
+        return []
+    module = sys.modules[fn.__module__]
+    source = textwrap.dedent(inspect.getsource(fn))
+    seen[fn] = source
+    out = [source]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name) and node.id != fn.__name__:
+            value = getattr(module, node.id, None)
+            if inspect.isfunction(value) and value.__module__ == module.__name__:
+                out += _same_module_sources(value, seen)
+            elif isinstance(value, (int, float, str, tuple, frozenset, dict)) and not isinstance(value, bool):
+                if ("const", node.id) not in seen:
+                    seen[("const", node.id)] = True
+                    out.append(f"{node.id} = {value!r}")
+    return out
+
+
+def code_digest(fn) -> str:
+    """A hash of what a stage runs: its own source and that of the functions and
+    constants of its module it uses (a change to any of them changes the digest;
+    a change elsewhere in the module, or to prose, does not)."""
+    return hashlib.sha256("\n".join(_same_module_sources(fn)).encode()).hexdigest()[:16]
+
+
+def config_fields_read(fn, config_name: str = "cfg") -> set | None:
+    """The fields of the config a stage reads (``cfg.lr``), through the functions
+    of its module it calls; None when it hands the whole config to something
+    outside its module (then every field counts)."""
+    module = sys.modules[fn.__module__]
+    fields = set()
+    for source in _same_module_sources(fn):
+        if source.split(" = ")[0].isidentifier() and not source.startswith(("def ", "@")):
+            continue  # a constant
+        tree = ast.parse(source)
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Name) and node.id == config_name):
+                continue
+            parent = parents.get(node)
+            if isinstance(parent, ast.Attribute) and parent.value is node:
+                fields.add(parent.attr)
+            elif isinstance(parent, ast.arg) or isinstance(parent, ast.arguments):
+                continue
+            elif isinstance(parent, ast.Call) and node in parent.args and isinstance(parent.func, ast.Name) and \
+                    (inspect.isfunction(getattr(module, parent.func.id, None)) or parent.func.id == "stage_key"):
+                continue  # passed to a function of this module (its own reads are counted), or to stage_key
+            elif isinstance(parent, ast.keyword) and isinstance(parents.get(parent), ast.Call) and \
+                    isinstance(parents[parent].func, ast.Name) and \
+                    inspect.isfunction(getattr(module, parents[parent].func.id, None)):
+                continue
+            else:
+                return None
+    return fields
+
+
+def stage_key(fn, cfg=None, **arguments) -> dict:
+    """The cache key of one stage run: the stage's name, its code digest, the
+    config fields it reads (all of them when it cannot tell), and its other
+    arguments (an arm, a seed). Changing the code or any of those gives a new
+    cache entry without anyone bumping a version."""
+    key = {"stage": f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__qualname__}", "code": code_digest(fn)}
+    if cfg is not None:
+        options = _options(cfg)
+        read = config_fields_read(fn)
+        key["config"] = {k: v for k, v in options.items() if read is None or k in read}
+    return {**key, **arguments}

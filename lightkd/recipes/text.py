@@ -1,4 +1,4 @@
-"""Recipes for the text chapters (1-6, 11).
+"""Recipes for the text chapters not yet migrated to their own module (1-3, 5, 6, 11).
 
 At the paper's scale a recipe takes BERT-base models from the hub and GLUE
 SST-2 through ``datasets`` (``data.load_text_classification("sst2")``: dev
@@ -258,38 +258,6 @@ PRUNE = Recipe(
           "runtime")
 
 
-# ------------------------------------------------------------ 4. DistilBERT
-def run_distilbert(cfg: dict, out: Path) -> dict:
-    rec = recorder("distilbert", "04_distillation", out)
-    teacher, tok, d = teacher_for(cfg)
-    n = teacher.config.num_hidden_layers
-    student = distill.student_from_teacher(teacher, distill.spread_layers(n, n // 2))  # every other layer
-    kd_distil(teacher, student, d, cfg, steps_of(cfg, d.train))
-    t_acc, s_acc = accuracy(teacher, d.test), accuracy(student, d.test)
-    t_params, s_params = bench.count_params(teacher), bench.count_params(student)
-    rec.model("distilbert_teacher", accuracy=t_acc, params=t_params, method="teacher", note=where(cfg))
-    rec.model("distilbert_student", accuracy=s_acc, params=s_params, method=f"KD + cosine, {n // 2} layers",
-              note=where(cfg))
-    rec.record("student.accuracy", s_acc, unit="fraction", paper=0.913, source="DistilBERT, SST-2 dev",
-               note=where(cfg, "task distillation only (no MLM pre-training distillation); "))
-    rec.record("student.retained", s_acc / t_acc if t_acc else 0.0, unit="ratio", paper=0.97,
-               source="DistilBERT: 97% of BERT's performance", note=where(cfg))
-    rec.record("student.params_ratio", t_params / s_params, unit="x", paper=110 / 66,
-               source="DistilBERT: 66M vs BERT-base 110M")
-    return saved(rec)
-
-
-DISTILBERT = Recipe(
-    "distilbert", "04_distillation", "a half-depth student from every other teacher layer, KD + cosine loss",
-    paper={"teacher": SST2_TEACHER, **PAPER_DATA, "alpha": 0.5, "cosine": 1.0, "temperature": 2.0,
-           "freeze_embeddings": False, "epochs": 3, "max_steps": None, "lr": 5e-5},
-    tiny={"teacher": "tiny", **TINY_DATA, "alpha": 0.5, "cosine": 1.0, "temperature": 2.0,
-          "freeze_embeddings": True, "epochs": 1, "max_steps": 10, "lr": 1e-3},
-    run=run_distilbert,
-    notes="one GPU, under an hour; DistilBERT's MLM pre-training distillation (distill.distilbert_matches) "
-          "is not part of this task-level recipe")
-
-
 # ------------------------------------------------------------ 5. TinyBERT
 def tinybert_student(teacher, cfg: dict):
     """The student and its W_h: the released General TinyBERT (the paper's starting
@@ -443,4 +411,4 @@ COMPOUND = Recipe(
           "writes OUT/compound.onnx and OUT/compound-int8.onnx")
 
 
-RECIPES = [TEACHER, QUANTIZE, PRUNE, DISTILBERT, TINYBERT, MOBILEBERT, COMPOUND]
+RECIPES = [TEACHER, QUANTIZE, PRUNE, TINYBERT, MOBILEBERT, COMPOUND]

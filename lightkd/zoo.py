@@ -169,24 +169,14 @@ def cached(kind: str, spec: dict, make, train, *, verbose: bool | None = None):
     if not isinstance(kind, str) or not kind or not all(ch.isalnum() or ch in "-_." for ch in kind):
         raise LightKDError(f"kind names a cache entry: letters, digits, '-', '_' or '.', got {kind!r}")
     folder = cache_dir("models") / f"{kind}-{spec_hash(spec)}"
+    if training.world_size() > 1:
+        return _cached_by_every_process(folder, kind, spec, make, train)
     with locked(folder):
         entry = _read_entry(folder)
         if entry is None:
             model = make()
-            if not isinstance(model, nn.Module):
-                raise LightKDError(f"make must return an nn.Module, got {type(model).__name__}")
-            start = time.perf_counter()
-            info = dict(train(model) or {})
-            info["train_seconds"] = round(time.perf_counter() - start, 1)
-            tensors, aliases = _unique_state(model)
-            try:
-                with atomic_dir(folder) as tmp:
-                    save_file(tensors, str(tmp / "model.safetensors"))
-                    (tmp / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec, "info": info,
-                                                               "tied": aliases}, indent=1, default=str))
-            except OSError as e:
-                raise LightKDError(f"cannot write the cache entry for {kind} ({e.strerror}); point LIGHTKD_CACHE "
-                                   "at a writable folder with free space") from None
+            info = _train_and_time(model, train)
+            _write_entry(folder, kind, spec, model, info)
             entry = _read_entry(folder)
             if verbose:
                 print(f"trained {kind} and cached it")
@@ -199,6 +189,53 @@ def cached(kind: str, spec: dict, make, train, *, verbose: bool | None = None):
     model.load_state_dict(tensors, strict=True)
     model.lightkd_info = meta["info"]
     model.lightkd_cache = str(folder)
+    return model.eval()
+
+
+def _train_and_time(model, train) -> dict:
+    if not isinstance(model, nn.Module):
+        raise LightKDError(f"make must return an nn.Module, got {type(model).__name__}")
+    start = time.perf_counter()
+    info = dict(train(model) or {})
+    info["train_seconds"] = round(time.perf_counter() - start, 1)
+    return info
+
+
+def _write_entry(folder: Path, kind: str, spec: dict, model: nn.Module, info: dict) -> None:
+    tensors, aliases = _unique_state(model)
+    try:
+        with atomic_dir(folder) as tmp:
+            save_file(tensors, str(tmp / "model.safetensors"))
+            (tmp / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec, "info": info, "tied": aliases},
+                                                      indent=1, default=str))
+    except OSError as e:
+        raise LightKDError(f"cannot write the cache entry for {kind} ({e.strerror}); point LIGHTKD_CACHE "
+                           "at a writable folder with free space") from None
+
+
+def _cached_by_every_process(folder: Path, kind: str, spec: dict, make, train):
+    """``cached`` when several processes train together (``accelerate launch``):
+    no file lock around the training, whose collective calls need every process
+    (one process waiting on the lock while another trains would hang both).
+    Every process reads the entry if it is there, else trains its replica (the
+    same weights on every process: their gradients are averaged), and the main
+    process alone writes the entry."""
+    entry = _read_entry(folder)
+    if entry is None:
+        model = make()
+        info = _train_and_time(model, train)
+        if int(os.environ.get("RANK", "0")) == 0:
+            with locked(folder):
+                if _read_entry(folder) is None:
+                    _write_entry(folder, kind, spec, model, info)
+        model.lightkd_info, model.lightkd_cache = info, str(folder)
+        return model.eval()
+    tensors, meta = entry
+    for alias, name in meta.get("tied", {}).items():
+        tensors[alias] = tensors[name]
+    model = make()
+    model.load_state_dict(tensors, strict=True)
+    model.lightkd_info, model.lightkd_cache = meta["info"], str(folder)
     return model.eval()
 
 

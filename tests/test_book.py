@@ -83,6 +83,53 @@ def test_results_follow_the_schema():
             assert name == name.lower() and "value" in metric, f"{path.name}: {name}"
 
 
+# ------------------------------------------------------------ the published pages are current
+def test_every_chapter_is_migrated_or_listed():
+    """A chapter's pipeline lives in its recipe (MODULES) or the chapter is listed, in one place, as not yet
+    migrated; the list empties as the book-scale work moves chapters to their recipes."""
+    from lightkd.recipes import MODULES, NOT_MIGRATED
+    stems = {nb.stem for nb in NOTEBOOKS}
+    assert set(MODULES) | set(NOT_MIGRATED) == stems and not set(MODULES) & set(NOT_MIGRATED)
+    for chapter, module in MODULES.items():
+        assert module.CHAPTER == chapter
+
+
+@pytest.mark.parametrize("chapter", sorted(__import__("lightkd.recipes", fromlist=["MODULES"]).MODULES))
+def test_published_chapter_is_book_scale_and_current(chapter):
+    """The stored page and its results were produced at book scale by the code that is committed: the
+    results file's digest of the notebook's code cells and the recipe module equals today's. Edit a code
+    cell or the recipe and this fails until the chapter is executed again (tools/book.sh CHAPTER)."""
+    from lightkd.recipes import chapter_digest
+    saved = json.loads((ROOT / "results" / f"{chapter}.json").read_text())
+    assert saved.get("scale") == "book", f"results/{chapter}.json was written at scale {saved.get('scale')!r}"
+    assert saved.get("code_digest") == chapter_digest(chapter, ROOT), \
+        f"{chapter}'s stored page and results come from other code than what is committed; execute it again"
+    shown = [o for c in json.loads((ROOT / "notebooks" / f"{chapter}.ipynb").read_text())["cells"]
+             for o in c.get("outputs", []) if "ran at **" in "".join(o.get("data", {}).get("text/markdown", ""))]
+    assert shown and "ran at **book** scale" in "".join(shown[0]["data"]["text/markdown"]), \
+        f"{chapter}'s page must say the scale it ran at, and it must be book"
+
+
+def test_the_staleness_test_sees_an_edited_code_cell(tmp_path):
+    """The digest changes with a code cell or the recipe, not with prose."""
+    from lightkd.recipes import MODULES, chapter_digest
+    chapter = sorted(MODULES)[0]
+    (tmp_path / "notebooks").mkdir()
+    nb = json.loads((ROOT / "notebooks" / f"{chapter}.ipynb").read_text())
+    write = lambda: (tmp_path / "notebooks" / f"{chapter}.ipynb").write_text(json.dumps(nb))
+    write()
+    base = chapter_digest(chapter, tmp_path)
+    assert base == chapter_digest(chapter, ROOT)
+    prose = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
+    prose["source"] = "".join(prose["source"]) + "\nA new sentence."
+    write()
+    assert chapter_digest(chapter, tmp_path) == base, "prose does not change the numbers"
+    cell = next(c for c in nb["cells"][3:] if c["cell_type"] == "code")
+    cell["source"] = "".join(cell["source"]) + "\nx = 1"
+    write()
+    assert chapter_digest(chapter, tmp_path) != base, "an edited code cell must make the stored page stale"
+
+
 def test_setup_files_agree():
     """environment.yml installs what the README's commands install."""
     readme = (ROOT / "README.md").read_text()

@@ -21,7 +21,8 @@ EXPECTED = {
     "teacher": ["models.teacher.accuracy", "teacher.accuracy"],
     "quantize": ["models.quantize_int8.accuracy", "models.quantize_onnx.accuracy", "int8_dynamic.size_ratio"],
     "prune": ["models.prune_gradual.accuracy", "models.prune_heads.accuracy", "gradual.sparsity"],
-    "distilbert": ["models.distilbert_student.accuracy", "student.retained", "student.params_ratio"],
+    "distilbert": ["models.ch04_distilbert_student.accuracy", "student.retained", "student.params_ratio",
+                   "claims.distilbert_keeps_97.verdict", "claims.distilbert_keeps_97.mde"],
     "tinybert": ["models.tinybert_student.accuracy", "student.retained"],
     "mobilebert": ["models.mobilebert_student.accuracy", "student.encoder_params_ratio"],
     "compound": ["models.compound_onnx_int8.accuracy", "models.compound_trimmed.accuracy", "compound.size_ratio"],
@@ -53,11 +54,18 @@ def test_recipe_runs_tiny_and_writes_its_results(name, tmp_path):
     check_results(results, name)
 
 
-def test_every_recipe_has_both_configurations_with_the_same_options():
+def test_every_recipe_has_its_scales_with_the_same_options():
+    """Every recipe has a tiny and a paper scale; a chapter migrated to its recipe has a book scale too;
+    every scale of a recipe takes the same options."""
+    from lightkd.recipes import MODULES
+    from lightkd.recipes.base import _options
     for name, recipe in RECIPES.items():
         assert recipe.chapter[:2].isdigit() and recipe.help, name
-        assert set(recipe.paper) == set(recipe.tiny), f"{name}: paper and tiny options differ: " \
-            f"{set(recipe.paper) ^ set(recipe.tiny)}"
+        assert {"tiny", "paper"} <= set(recipe.scales), name
+        if recipe.chapter in MODULES:
+            assert "book" in recipe.scales, f"{name}: a migrated chapter's recipe runs at book scale"
+        options = [set(_options(p)) for p in recipe.presets.values()]
+        assert all(o == options[0] for o in options), f"{name}: its scales take different options"
 
 
 def test_all_tiny_under_accelerate_on_two_cpu_processes(tmp_path):
@@ -113,12 +121,21 @@ def test_list_and_set_values(capsys):
 
 
 def test_overrides_are_checked_and_applied():
-    recipe = RECIPES["distilbert"]
+    recipe = RECIPES["prune"]  # a recipe whose options are a dict
     config = recipe.config(tiny=True, lr=1e-4, max_steps=3, train_size=None)
     assert config["lr"] == 1e-4 and config["max_steps"] == 3 and config["train_size"] is None  # None: all of it
     assert recipe.config(tiny=False)["teacher"] == "textattack/bert-base-uncased-SST-2"
+    recipe = RECIPES["distilbert"]  # a chapter's own config dataclass
+    config = recipe.config("book", lr=3e-5, train_size=None, layers=[1, 3, 5])
+    assert config.lr == 3e-5 and config.train_size is None and config.layers == (1, 3, 5)
+    assert recipe.config("paper").teacher == "textattack/bert-base-uncased-SST-2"
     with pytest.raises(LightKDError, match="takes a bool"):
-        recipe.config(tiny=True, freeze_embeddings="yes")
+        recipe.config("tiny", freeze_embeddings="yes")
+    for bad in (dict(seeds=0), dict(arms=("no_such_arm",)), dict(train_size=-10), dict(lr=-1.0)):
+        with pytest.raises(LightKDError):
+            recipe.config("tiny", **bad)
+    with pytest.raises(LightKDError, match="runs at"):
+        RECIPES["prune"].config("book")
 
 
 def test_recorder_writes_where_it_is_told(tmp_path, monkeypatch):

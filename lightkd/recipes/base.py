@@ -48,12 +48,14 @@ class Recipe:
     def scales(self) -> tuple:
         return tuple(s for s in SCALES if s in self.presets)
 
-    def config(self, scale: str = "paper", **overrides):
-        """The options of ``scale`` with ``overrides``; an unknown option or a value
-        of the wrong kind is a ``LightKDError`` that names the options. A None
-        override sets the option to None (its "all" / "by epochs" meaning)."""
+    def config(self, scale: str | None = None, *, tiny: bool | None = None, **overrides):
+        """The options of ``scale`` (default ``paper``; ``tiny=True`` is ``scale="tiny"``)
+        with ``overrides``; an unknown option or a value of the wrong kind is a
+        ``LightKDError`` that names the options. A None override sets the option
+        to None (its "all" / "by epochs" meaning)."""
         if scale is True or scale is False:  # the old spelling: config(tiny)
-            scale = "tiny" if scale else "paper"
+            scale, tiny = None, scale
+        scale = scale or ("tiny" if tiny else "paper")
         if scale not in self.presets:
             raise LightKDError(f"recipe {self.name!r} runs at {', '.join(self.scales)} scale, not {scale!r}")
         preset = self.presets[scale]
@@ -72,7 +74,7 @@ class Recipe:
     def __call__(self, *, scale: str | None = None, tiny: bool = False, out: str | Path = "recipe-results",
                  **overrides) -> dict:
         """Run with the checked options; returns what ``out/<name>.json`` holds."""
-        config = self.config(scale or ("tiny" if tiny else "paper"), **overrides)
+        config = self.config(scale, tiny=tiny, **overrides)
         if is_main_process():
             return self._run(config, Path(out))
         with tempfile.TemporaryDirectory(prefix=f"lightkd-{self.name}-") as scratch:

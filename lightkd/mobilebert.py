@@ -30,7 +30,6 @@ Read top to bottom:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -38,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import distill
+from .blocks import additive_key_mask, attention_with_probs, encoder_layers, low_rank
 from .common import LightKDError
 from .models import ModelOutput
 from .exercises import check_function
@@ -264,11 +264,8 @@ class MobileBertBlock(nn.Module):
         b = self.input_norm(self.input_bottleneck(x))
         s = self.qk_norm(self.qk_bottleneck(x)) if self.shared_qk else x
         q, k, v = self._split(self.query(s)), self._split(self.key(s)), self._split(self.value(x))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)
-        if additive_mask is not None:
-            scores = scores + additive_mask
-        probs = scores.softmax(-1)
-        context = (probs @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+        context, probs = attention_with_probs(q, k, v, additive_mask)
+        context = context.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
         a = self.attention_norm(self.attention_out(context) + b)
         for ffn in self.ffns:
             a = ffn(a)
@@ -318,9 +315,7 @@ class MobileBert(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states: bool = False,
                 output_attentions: bool = False, **_):
         x = self.embeddings(input_ids, token_type_ids)
-        additive = None
-        if attention_mask is not None:
-            additive = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        additive = None if attention_mask is None else additive_key_mask(attention_mask, x.dtype)
         hidden, attentions = [x], []
         for block in self.encoder.layer:
             x, probs = block(x, additive)
@@ -334,7 +329,7 @@ class MobileBert(nn.Module):
 
 def encoder_params(model: nn.Module) -> int:
     """Parameters of the transformer layers only (no embeddings, pooler, classifier)."""
-    return sum(p.numel() for p in distill.encoder_layers(model)[1].parameters())
+    return sum(p.numel() for p in encoder_layers(model)[1].parameters())
 
 
 # ---------------------------------------------- transformers' weights
@@ -548,8 +543,7 @@ def init_from_teacher(student: MobileBert, teacher) -> list[str]:
         if table.shape[1] == e:
             emb.word.weight.copy_(table)
         else:
-            _, _, v = torch.linalg.svd(table, full_matrices=False)
-            basis = v[:e]                                       # (E, H): top principal directions
+            basis = low_rank(table, e)[1]                       # (E, H): top principal directions
             emb.word.weight.copy_(table @ basis.T)
             if isinstance(emb.project, nn.Linear) and emb.project.out_features == table.shape[1]:
                 emb.project.weight.zero_()

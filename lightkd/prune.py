@@ -36,7 +36,8 @@ import warnings
 import torch
 from torch import nn
 
-from . import distill, train
+from . import train
+from .blocks import encoder_layers, head_grid, keep_layers
 from .common import LightKDError, set_seed
 from .exercises import check_function
 
@@ -278,16 +279,6 @@ def semi_structured_mask(weight: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ 4. heads
-def encoder_layers(model: nn.Module):
-    """The BERT-family layer list (``distill.encoder_layers`` finds it)."""
-    return distill.encoder_layers(model)[1]
-
-
-def head_grid(model: nn.Module) -> tuple[int, int]:
-    """(layers, heads per layer) of the unpruned model."""
-    return len(encoder_layers(model)), model.config.num_attention_heads
-
-
 def require_importance(model: nn.Module, importance: torch.Tensor) -> torch.Tensor:
     expected = head_grid(model)
     if not isinstance(importance, torch.Tensor) or tuple(importance.shape) != expected:
@@ -304,7 +295,7 @@ def head_gates(model: nn.Module, gates: torch.Tensor):
     its gradient is Michel et al.'s importance signal."""
     require_importance(model, gates)
     handles = []
-    for i, layer in enumerate(encoder_layers(model)):
+    for i, layer in enumerate(encoder_layers(model)[1]):
         attn = layer.attention.self
 
         def hook(module, args, output, i=i):
@@ -353,7 +344,7 @@ def head_magnitude(model: nn.Module) -> torch.Tensor:
     of Q, K, V and its columns of the attention output)."""
     layers, heads = head_grid(model)
     scores = torch.zeros(layers, heads, device=train.model_device(model))
-    for i, layer in enumerate(encoder_layers(model)):
+    for i, layer in enumerate(encoder_layers(model)[1]):
         s, d = layer.attention.self, layer.attention.self.attention_head_size
         if s.num_attention_heads != heads:
             raise LightKDError("head_magnitude needs the unpruned model")
@@ -428,7 +419,7 @@ def ffn_neuron_importance(model: nn.Module) -> list[torch.Tensor]:
     """Per layer, one score per intermediate neuron: ||w_in|| * ||w_out||, the
     size of the path through it (a magnitude score, like head_magnitude)."""
     return [layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0)
-            for layer in encoder_layers(model)]
+            for layer in encoder_layers(model)[1]]
 
 
 @torch.no_grad()
@@ -437,7 +428,7 @@ def remove_ffn_neurons(model: nn.Module, fraction: float, scores: list[torch.Ten
     both FFN matrices. In place; the model really shrinks."""
     from transformers.pytorch_utils import prune_linear_layer
     require_sparsity(fraction)
-    layers = encoder_layers(model)
+    _, layers = encoder_layers(model)
     scores = scores or ffn_neuron_importance(model)
     if len(scores) != len(layers):
         raise LightKDError(f"need one score vector per layer ({len(layers)}), got {len(scores)}")
@@ -469,15 +460,11 @@ def layers_to_drop(num_layers: int, strategy: str, n: int) -> list[int]:
 
 def drop_layers(model: nn.Module, drop: list[int]) -> nn.Module:
     """Remove whole encoder layers. In place."""
-    layers = encoder_layers(model)
-    bad = [i for i in drop if not isinstance(i, int) or not 0 <= i < len(layers)]
-    if bad or len(set(drop)) != len(drop) or len(drop) >= len(layers):
-        raise LightKDError(f"can drop distinct layers among 0..{len(layers) - 1}, keeping at least one; got {drop}")
-    kept = [layer for i, layer in enumerate(layers) if i not in set(drop)]
-    encoder = getattr(model, "bert", model).encoder
-    encoder.layer = nn.ModuleList(kept)
-    model.config.num_hidden_layers = len(kept)
-    return model
+    n = len(encoder_layers(model)[1])
+    bad = [i for i in drop if not isinstance(i, int) or not 0 <= i < n]
+    if bad or len(set(drop)) != len(drop) or len(drop) >= n:
+        raise LightKDError(f"can drop distinct layers among 0..{n - 1}, keeping at least one; got {drop}")
+    return keep_layers(model, [i for i in range(n) if i not in set(drop)])
 
 
 # ------------------------------------------------------------ 6. the vocabulary

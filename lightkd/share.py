@@ -48,6 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .blocks import ACTIVATIONS, FeedForward, SelfAttention, additive_key_mask, encoder_layers, get_module, low_rank
 from .common import LightKDError
 from .distill import kd_loss
 from .exercises import check_function
@@ -55,7 +56,6 @@ from .models import Attention, MLP, ModelOutput, ViTConfig, VisionTransformer
 from .train import logits_of, model_device, model_inputs, to_device
 
 SHARING_MODES = ("all", "attention", "ffn", "none")
-ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu}
 
 
 # ------------------------------------------------------------------ checks
@@ -209,44 +209,12 @@ def albert_table(embedding_sizes=(128, 768), base: SharedConfig = ALBERT_BASE, p
 # ------------------------------------------------ a from-scratch ALBERT encoder
 
 
-class SelfAttention(nn.Module):
-    """Post-norm multi-head attention: norm(x + dense(softmax(q k^T / sqrt(d) + mask) v))."""
-
-    def __init__(self, hidden: int, heads: int, eps: float):
-        super().__init__()
-        self.heads, self.head_dim = heads, hidden // heads
-        self.query, self.key, self.value, self.dense = (nn.Linear(hidden, hidden) for _ in range(4))
-        self.norm = nn.LayerNorm(hidden, eps=eps)
-
-    def forward(self, x, additive_mask=None):
-        b, n, h = x.shape
-        split = lambda t: t.reshape(b, n, self.heads, self.head_dim).transpose(1, 2)
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
-        if additive_mask is not None:
-            scores = scores + additive_mask
-        attn = scores.softmax(-1)
-        context = (attn @ v).transpose(1, 2).reshape(b, n, h)
-        return self.norm(x + self.dense(context)), attn
-
-
-class FeedForward(nn.Module):
-    """Post-norm feed-forward: norm(x + W2 act(W1 x))."""
-
-    def __init__(self, hidden: int, inner: int, act: str, eps: float):
-        super().__init__()
-        self.ffn, self.ffn_output = nn.Linear(hidden, inner), nn.Linear(inner, hidden)
-        self.act = act
-        self.norm = nn.LayerNorm(hidden, eps=eps)
-
-    def forward(self, x):
-        return self.norm(x + self.ffn_output(ACTIVATIONS[self.act](self.ffn(x))))
-
-
 class SharedEncoder(nn.Module):
     """An ALBERT-style encoder from a ``SharedConfig``.
 
-    The distinct attention and feed-forward modules are stored once
+    The distinct attention and feed-forward modules (the two halves of a
+    post-norm ``blocks.BertLayer``: ``blocks.SelfAttention`` and
+    ``blocks.FeedForward``, tied apart) are stored once
     (``attentions``, ``ffns``); layer i uses ``attentions[attention_ids[i]]``
     and ``ffns[ffn_ids[i]]``. ``bench.count_params`` therefore counts every
     weight once, and ``parameter_count(config)`` predicts it exactly."""
@@ -284,9 +252,7 @@ class SharedEncoder(nn.Module):
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + \
             self.token_type_embeddings(token_type_ids)
         x = self.projection(self.embedding_norm(x))
-        additive = None
-        if attention_mask is not None:
-            additive = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        additive = None if attention_mask is None else additive_key_mask(attention_mask, x.dtype)
         hidden, attentions = [x], []
         for a, f in zip(self.attention_ids, self.ffn_ids):
             x, attn = self.attentions[a](x, additive)
@@ -335,11 +301,11 @@ def from_albert(albert) -> SharedEncoder:
              "pooler.weight": "pooler.weight", "pooler.bias": "pooler.bias"}
     for g in range(config.num_groups):
         layer = f"encoder.albert_layer_groups.{g}.albert_layers.0"
-        for ours, name in (("query", "query"), ("key", "key"), ("value", "value"), ("dense", "dense"),
-                           ("norm", "LayerNorm")):
+        for ours, name in (("query", "query"), ("key", "key"), ("value", "value"), ("attn_out", "dense"),
+                           ("attn_norm", "LayerNorm")):
             for p in ("weight", "bias"):
                 state[f"attentions.{g}.{ours}.{p}"] = f"{layer}.attention.{name}.{p}"
-        for ours, name in (("ffn", "ffn"), ("ffn_output", "ffn_output"), ("norm", "full_layer_layer_norm")):
+        for ours, name in (("ffn_in", "ffn"), ("ffn_out", "ffn_output"), ("ffn_norm", "full_layer_layer_norm")):
             for p in ("weight", "bias"):
                 state[f"ffns.{g}.{ours}.{p}"] = f"{layer}.{name}.{p}"
     model.load_state_dict({ours: theirs[name].detach().clone() for ours, name in state.items()}, strict=True)
@@ -361,12 +327,12 @@ class FactorizedEmbedding(nn.Module):
         """The best rank-E approximation of a V x H table (truncated SVD: U_E S_E and V_E^T)."""
         V, H = weight.shape
         module = cls(V, embedding_size, H)
-        U, S, Vh = torch.linalg.svd(weight.detach().float(), full_matrices=False)
-        E = embedding_size
+        left, right = low_rank(weight, embedding_size)
         with torch.no_grad():
-            module.embed.weight.copy_(U[:, :E] * S[:E])
-            module.project.weight.copy_(Vh[:E].T)
-        module.energy = float((S[:E] ** 2).sum() / (S ** 2).sum())  # share of the table's squared norm kept
+            module.embed.weight.copy_(left)
+            module.project.weight.copy_(right.T)
+        # the share of the table's squared norm kept: sum of the top E squared singular values over all of them
+        module.energy = float(left.square().sum() / weight.detach().float().square().sum())
         return module.to(weight.device)  # beside the table it replaces (built on the CPU: same init draws)
 
     @property
@@ -398,17 +364,6 @@ def factorize_embeddings(model: nn.Module, embedding_size: int) -> nn.Module:
 INIT_CHOICES = ("mean", "first", "middle", "last")
 
 
-def _bert_layers(model: nn.Module) -> nn.ModuleList:
-    for path in ("bert.encoder.layer", "encoder.layer", "roberta.encoder.layer"):
-        try:
-            layers = model.get_submodule(path)
-        except AttributeError:
-            continue
-        if isinstance(layers, nn.ModuleList):
-            return layers
-    raise LightKDError(f"cannot find BERT-style layers (encoder.layer) in {type(model).__name__}")
-
-
 def _merged(modules: list[nn.Module], init) -> nn.Module:
     """One module standing for several teacher modules: their mean, or one of them."""
     if init == "mean":
@@ -437,7 +392,7 @@ def shared_student(teacher: nn.Module, mode: str = "all", groups: int = 1, init:
     if init not in INIT_CHOICES:
         raise LightKDError(f"init must be one of {', '.join(map(repr, INIT_CHOICES))}, got {init!r}")
     student = copy.deepcopy(teacher)
-    layers = _bert_layers(student)
+    _, layers = encoder_layers(student)
     group = layer_groups(len(layers), groups)
     parts = {"all": [None], "attention": ["attention"], "ffn": ["intermediate", "output"], "none": []}[mode]
     for g in sorted(set(group)):
@@ -461,7 +416,7 @@ def shared_student(teacher: nn.Module, mode: str = "all", groups: int = 1, init:
 
 def encoder_params(model: nn.Module) -> int:
     """Unique parameters of the transformer layers alone (tied tensors once)."""
-    return sum(p.numel() for p in _bert_layers(model).parameters())
+    return sum(p.numel() for p in encoder_layers(model)[1].parameters())
 
 
 # ------------------------------------------------------------------- MiniViT
@@ -660,7 +615,7 @@ class _Grab:
     """Record a module's output during one forward pass."""
 
     def __init__(self, model, path):
-        self.module, self.value = model.get_submodule(path), None
+        self.module, self.value = get_module(model, path), None
 
     def __enter__(self):
         self.handle = self.module.register_forward_hook(lambda m, i, o: setattr(self, "value", o))

@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .blocks import additive_key_mask, attention_with_probs, encoder_layers
 from .common import LightKDError
 from .distill import soft_target_loss
 from .exercises import check_function
@@ -319,8 +320,8 @@ class EViT(nn.Module):
                 continue
             a = block.attn
             q, k, v = _attention_parts(a, block.norm1(x))
-            probs = (q @ k.transpose(-2, -1) / math.sqrt(a.head_dim)).softmax(-1)
-            h = (probs @ v).transpose(1, 2).reshape(x.shape)
+            h, probs = attention_with_probs(q, k, v)
+            h = h.transpose(1, 2).reshape(x.shape)
             x = x + a.proj(h)
             cls_attn = probs[:, :, 0, extra:].mean(1)  # B, N - extra
             m = x.shape[1] - extra
@@ -467,7 +468,7 @@ class PrunedBert(nn.Module):
         if not hasattr(model, "bert") or not hasattr(model, "classifier"):
             raise LightKDError("PrunedBert needs a transformers BertForSequenceClassification")
         self.model = model
-        layers = model.bert.encoder.layer
+        _, layers = encoder_layers(model)
         keep = [1.0] * len(layers) if keep is None else [require_rho(k, "each keep share") for k in keep]
         if len(keep) > len(layers):
             raise LightKDError(f"a keep schedule of {len(keep)} layers is longer than the model's {len(layers)} layers")
@@ -481,19 +482,18 @@ class PrunedBert(nn.Module):
         mask = attention_mask.to(x.dtype)
         lengths = attention_mask.sum(1)  # shares are of each sequence's real length
         kept = []
-        for layer, share in zip(m.bert.encoder.layer, self.keep):
+        for layer, share in zip(encoder_layers(m)[1], self.keep):
             sa = layer.attention.self
             b, n, d = x.shape
             heads = sa.num_attention_heads
             hd = d // heads
             split = lambda t: t.reshape(b, n, heads, hd).transpose(1, 2)
             q, k, v = split(sa.query(x)), split(sa.key(x)), split(sa.value(x))
-            bias = ((1.0 - mask) * torch.finfo(x.dtype).min)[:, None, None, :]
+            bias = additive_key_mask(mask, x.dtype)
             target = torch.clamp((lengths.float() * share).ceil().long(), min=1)
             prune = bool((target < mask.sum(1).long()).any())
-            if prune:
-                probs = (q @ k.transpose(-2, -1) / math.sqrt(hd) + bias).softmax(-1)
-                ctx = probs @ v
+            if prune:  # the probabilities say which tokens matter
+                ctx, probs = attention_with_probs(q, k, v, bias)
             else:
                 ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
             ctx = ctx.transpose(1, 2).reshape(b, n, d)

@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import distill, train, zoo
+from .blocks import LAYER_MAPS, key_mask, layer_map, low_rank, require_rank
 from .common import LightKDError, atomic_write_bytes, cache_dir, default_seed, locked, set_seed
 from .data import TextSplit, load_word_vectors, text_batches
 from .exercises import check_function
@@ -61,7 +62,7 @@ def attention_loss(student_scores, teacher_scores, mask=None) -> torch.Tensor:
     s, t = student_scores.float(), teacher_scores.float()
     if mask is None:
         return ((s - t) ** 2).mean()
-    keys = mask[:, None, None, :].bool()
+    keys = key_mask(mask)
     s, t = s.masked_fill(~keys, 0.0), t.masked_fill(~keys, 0.0)
     rows = mask[:, None, :, None].to(s.dtype).expand_as(s)
     return (((s - t) ** 2) * rows).sum() / rows.sum().clamp_min(1.0)
@@ -78,9 +79,9 @@ def prediction_loss(student_logits, teacher_logits, T: float = 1.0) -> torch.Ten
 
 
 # -------------------------------------------------------------- layer maps
-# g(m): which teacher layer student layer m learns from (in distill, shared with
-# the vision-language chapter's students).
-LAYER_MAPS, layer_map = distill.LAYER_MAPS, distill.layer_map
+# g(m), which teacher layer student layer m learns from, is ``blocks.layer_map``
+# (the vision-language students use it too); imported above as
+# ``tinybert.layer_map`` / ``tinybert.LAYER_MAPS``.
 
 
 def _check_count(value, what):
@@ -162,12 +163,8 @@ def student_config(teacher, layers: int = 3, hidden: int = 192, heads: int | Non
 
 def pca_basis(weight: torch.Tensor, dim: int) -> torch.Tensor:
     """The top ``dim`` right singular vectors of a (vocab, width) table: (width, dim)."""
-    if weight.dim() != 2:
-        raise LightKDError(f"weight must be a (vocab, width) table, got shape {tuple(weight.shape)}")
-    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= min(weight.shape):
-        raise LightKDError(f"dim must be an integer from 1 to {min(weight.shape)}, got {dim!r}")
-    _, _, vh = torch.linalg.svd(weight.float(), full_matrices=False)
-    return vh[:dim].T.contiguous()
+    require_rank(dim, weight, "dim")
+    return low_rank(weight, dim)[1].T.contiguous()
 
 
 def select_weights(teacher, student, teacher_layers) -> nn.Module:

@@ -27,8 +27,8 @@ Read top to bottom:
    give), ``pool_tokens`` (a grid of tokens pooled to a coarser grid);
    ``PyramidExtractor`` / ``pyramid_tokens`` (a convnet's stride-16 and
    stride-32 maps on one grid, computed once and cached).
-2. ``FusionLayer``: one post-norm BERT layer written out, returning its
-   attention; ``FusionVLM``: visual tokens (projected to the width, plus
+2. ``FusionLayer``: one post-norm BERT layer (``blocks.BertLayer``),
+   returning its attention; ``FusionVLM``: visual tokens (projected to the width, plus
    their box) and word pieces in one encoder, a VQA head on [CLS].
    ``FusionVLM.from_bert`` copies a pretrained BERT's embeddings and layers.
 3. MiniVLM: ``minivlm_from_pretrained`` (a few pretrained layers that have
@@ -62,6 +62,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import distill
+from .blocks import BertLayer, additive_key_mask, encoder_layers, layer_map
 from .common import LightKDError
 from .models import ModelOutput
 from .train import model_device, to_device
@@ -179,45 +180,9 @@ def pyramid_tokens(name: str, images: torch.Tensor, *, data: str, image_size: in
 
 
 # ------------------------------------------------------------ 2. the fusion model
-class FusionLayer(nn.Module):
-    """One BERT layer (post-norm), the parameter names of transformers'
-    ``BertLayer`` flattened: attention, add & norm, feed-forward, add & norm."""
-
-    def __init__(self, hidden: int, heads: int, intermediate: int, eps: float = 1e-12):
-        super().__init__()
-        if hidden % heads:
-            raise LightKDError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
-        self.heads = heads
-        self.query, self.key, self.value = (nn.Linear(hidden, hidden) for _ in range(3))
-        self.attn_out = nn.Linear(hidden, hidden)
-        self.attn_norm = nn.LayerNorm(hidden, eps=eps)
-        self.ffn_in, self.ffn_out = nn.Linear(hidden, intermediate), nn.Linear(intermediate, hidden)
-        self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
-
-    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, S, H), key_bias (B, 1, 1, S): 0 for real tokens, a large negative number for padding."""
-        b, s, h = x.shape
-        split = lambda t: t.view(b, s, self.heads, h // self.heads).transpose(1, 2)   # (B, heads, S, d)
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        scores = q @ k.transpose(-2, -1) / math.sqrt(h // self.heads) + key_bias
-        probs = scores.softmax(-1)                                                    # (B, heads, S, S)
-        context = (probs @ v).transpose(1, 2).reshape(b, s, h)
-        x = self.attn_norm(x + self.attn_out(context))
-        x = self.ffn_norm(x + self.ffn_out(F.gelu(self.ffn_in(x))))
-        return x, probs
-
-    def load_bert_layer(self, layer) -> "FusionLayer":
-        """Copy a transformers ``BertLayer``'s weights (same shapes)."""
-        att = layer.attention
-        pairs = [(self.query, att.self.query), (self.key, att.self.key), (self.value, att.self.value),
-                 (self.attn_out, att.output.dense), (self.attn_norm, att.output.LayerNorm),
-                 (self.ffn_in, layer.intermediate.dense), (self.ffn_out, layer.output.dense),
-                 (self.ffn_norm, layer.output.LayerNorm)]
-        with torch.no_grad():
-            for mine, theirs in pairs:
-                mine.weight.copy_(theirs.weight)
-                mine.bias.copy_(theirs.bias)
-        return self
+# The fusion encoder's layer is a plain post-norm BERT layer (its weight names are the
+# flat ones of blocks.BertLayer: query, ..., attn_out, attn_norm, ffn_in, ffn_out, ffn_norm).
+FusionLayer = BertLayer
 
 
 class FusionVLM(nn.Module):
@@ -265,8 +230,9 @@ class FusionVLM(nn.Module):
             model.position.weight.copy_(emb.position_embeddings.weight)
             model.segment.weight.copy_(emb.token_type_embeddings.weight)
             model.text_norm.load_state_dict(emb.LayerNorm.state_dict())
+        _, bert_layers = encoder_layers(bert)
         for mine, i in zip(model.layers, chosen):
-            mine.load_bert_layer(bert.encoder.layer[i])
+            mine.load_bert_layer(bert_layers[i])
         return model.to(model_device(bert))  # built on the CPU (same init draws), then beside the BERT
 
     # the two embeddings, then the encoder
@@ -281,7 +247,7 @@ class FusionVLM(nn.Module):
     def encode(self, embeddings: torch.Tensor, mask: torch.Tensor):
         """Run the layers over (B, S, H) embeddings with a (B, S) 0/1 mask:
         (every hidden state, embeddings first; every layer's attention)."""
-        key_bias = (1.0 - mask[:, None, None, :].to(embeddings.dtype)) * torch.finfo(embeddings.dtype).min
+        key_bias = additive_key_mask(mask, embeddings.dtype)
         hidden, attentions = [embeddings], []
         for layer in self.layers:
             x, probs = layer(hidden[-1], key_bias)
@@ -329,8 +295,8 @@ class FusionVLM(nn.Module):
 # ------------------------------------------------------------ 3. MiniVLM
 def spread(n_teacher: int, n_student: int) -> list[int]:
     """Student layer j (1-based) learns from teacher layer j * (n_teacher // n_student):
-    TinyBERT's uniform layer map (``distill.layer_map``) without the embeddings."""
-    return distill.layer_map("uniform", n_teacher, n_student)[1:]
+    TinyBERT's uniform layer map (``blocks.layer_map``) without the embeddings."""
+    return layer_map("uniform", n_teacher, n_student)[1:]
 
 
 def minivlm_student(teacher: FusionVLM, visual_dim: int, n_layers: int = 2) -> FusionVLM:

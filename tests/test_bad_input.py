@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_batch, make_tiny_bert
-from lightkd import bench, common, data, distill, exercises, mobilebert, models, results, tinybert, train, vit, viz, zoo
+from lightkd import bench, blocks, common, data, distill, exercises, mobilebert, models, results, tinybert, train, vit, viz, zoo
 from lightkd.common import LightKDError
 from lightkd.data import ImageSplit, TextSplit
 
@@ -144,14 +144,14 @@ case("matches", lambda: distill.DistillationLoss(bert, bert, ["hidden"]))
 case("labels", lambda: distill.DistillationLoss(bert, make_tiny_bert(labels=3), [distill.Match(feature="logits")]))
 case("vocabulary", lambda: distill.DistillationLoss(bert, make_tiny_bert(vocab=50), [distill.Match(feature="logits")]))
 case("teacher", lambda: distill.DistillationLoss("bert", bert, [distill.Match(feature="logits")]))
-case("layers", lambda: distill.student_from_teacher(bert, [0, 9]))
-case("layers", lambda: distill.student_from_teacher(bert, [0, 0]))
-case("layers", lambda: distill.student_from_teacher(bert, []))
-case("layers", lambda: distill.student_from_teacher(bert, [0, 1, 2, 3, 4]))
-case("init", lambda: distill.student_from_teacher(bert, [0], init="zeros"))
-case("n_student", lambda: distill.spread_layers(4, 5))
-case("n_student", lambda: distill.spread_layers(4, 0))
-case("path", lambda: distill.get_module(bert, "bert.nothing"))
+case("layers", lambda: blocks.student_from_teacher(bert, [0, 9]))
+case("layers", lambda: blocks.student_from_teacher(bert, [0, 0]))
+case("layers", lambda: blocks.student_from_teacher(bert, []))
+case("layers", lambda: blocks.student_from_teacher(bert, [0, 1, 2, 3, 4]))
+case("init", lambda: blocks.student_from_teacher(bert, [0], init="zeros"))
+case("n_student", lambda: blocks.spread_layers(4, 5))
+case("n_student", lambda: blocks.spread_layers(4, 0))
+case("path", lambda: blocks.get_module(bert, "bert.nothing"))
 case("features", lambda: distill.capture(bert, batch, [("hiddens", 1)]))
 case("alpha", lambda: distill.kd_matches(alpha=2))
 # vit

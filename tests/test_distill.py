@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from lightkd import distill as D
 from lightkd import train
+from lightkd.blocks import student_from_teacher
 from lightkd.common import LightKDError
 
 
@@ -184,7 +185,7 @@ def test_projection_and_attention_matches():
 
 def test_teacher_cache_equals_live_teacher():
     teacher, batch = tiny_bert(4), tiny_batch(b=5)
-    student = D.student_from_teacher(teacher, [0, 3]).eval()
+    student = student_from_teacher(teacher, [0, 3]).eval()
     batches = [{k: v[:2] for k, v in batch.items()}, {k: v[2:] for k, v in batch.items()}]
     # the cache trims each sentence to its length and pads it back: results must not change
     feats = [("hidden", -1), ("attention", 3)]
@@ -204,7 +205,7 @@ def test_teacher_cache_equals_live_teacher():
 
 def test_plugs_into_train_fit():
     teacher = tiny_bert(4)
-    student = D.student_from_teacher(teacher, [0, 2])
+    student = student_from_teacher(teacher, [0, 2])
     batches = [tiny_batch(seed=i) for i in range(3)]
     for i, b in enumerate(batches):
         b["index"] = torch.arange(3 * i, 3 * i + 3)
@@ -215,44 +216,7 @@ def test_plugs_into_train_fit():
     assert result.steps == 6 and "kl:logits" in result.history[-1]
 
 
-# ------------------------------------------------------------- students
-def test_student_from_teacher_copies_chosen_layers():
-    teacher = tiny_bert(6)
-    student = D.student_from_teacher(teacher, [0, 2, 4])
-    assert student.config.num_hidden_layers == 3 and teacher.config.num_hidden_layers == 6
-    t, s = teacher.state_dict(), student.state_dict()
-    for k_s, k_t in ((0, 0), (1, 2), (2, 4)):
-        key = f"bert.encoder.layer.{{}}.attention.self.query.weight"
-        assert torch.equal(s[key.format(k_s)], t[key.format(k_t)])
-    assert torch.equal(s["classifier.weight"], t["classifier.weight"])
-    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
-    assert student.bert.encoder.layer[2].attention.self.layer_idx == 2
-    # the student is independent of the teacher
-    student.bert.encoder.layer[0].attention.self.query.weight.data += 1
-    assert not torch.equal(student.state_dict()["bert.encoder.layer.0.attention.self.query.weight"],
-                           t["bert.encoder.layer.0.attention.self.query.weight"])
-    # the embedding output is unchanged; its first layer's output equals the teacher's first layer
-    batch = tiny_batch()
-    fs = D.capture(D.student_from_teacher(teacher, [0, 2, 4]), batch, [("hidden", 1)])
-    ft = D.capture(teacher, batch, [("hidden", 1)])
-    assert torch.allclose(fs[("hidden", 1)], ft[("hidden", 1)], atol=1e-6)
-    rand = D.student_from_teacher(teacher, [0, 2, 4], init="random", seed=1)
-    assert not torch.equal(rand.state_dict()["classifier.weight"], t["classifier.weight"])
-    assert D.student_from_teacher(teacher, n_layers=2).config.num_hidden_layers == 2
-
-
-def test_student_from_teacher_bad_layers():
-    teacher = tiny_bert(4)
-    with pytest.raises(LightKDError, match="no layer 4"):
-        D.student_from_teacher(teacher, [0, 4])
-    with pytest.raises(LightKDError, match="repeat"):
-        D.student_from_teacher(teacher, [1, 1])
-    with pytest.raises(LightKDError, match="non-empty"):
-        D.student_from_teacher(teacher, [])
-    with pytest.raises(LightKDError, match="init"):
-        D.student_from_teacher(teacher, [0], init="zeros")
-
-
+# ------------------------------------------------------ plain torch models
 class TinyViT(nn.Module):
     """A plain torch model (no config, no output_hidden_states): matched by module path."""
 
@@ -273,7 +237,7 @@ class TinyViT(nn.Module):
 def test_plain_torch_model_by_module_path():
     torch.manual_seed(0)
     teacher = TinyViT()
-    student = D.student_from_teacher(teacher, [1, 3])
+    student = student_from_teacher(teacher, [1, 3])
     assert len(student.blocks) == 2
     batch = {"pixel_values": torch.randn(5, 1, 2, 2 * 3), "labels": torch.randint(0, 3, (5,))}
     loss_fn = D.DistillationLoss(teacher, student, [D.Match(None, None, "logits", "kl"),
@@ -290,9 +254,6 @@ def test_exercise_checks():
     assert D.check_kd_loss(D.kd_loss, trials=10, seed=0, )
     no_t2 = lambda s, t, y, T, a: a * D.soft_target_loss(s, t, T) / T / T + (1 - a) * F.cross_entropy(s, y)
     assert not D.check_kd_loss(no_t2, trials=20, seed=0, )
-    assert D.check_spread_layers(D.spread_layers, seed=0)
-    assert not D.check_spread_layers(lambda n, m: list(range(m)), seed=0)
-    assert D.spread_layers(12, 6) == [0, 2, 4, 6, 8, 10] and D.spread_layers(6, 3) == [0, 2, 4]
 
 
 def test_mlm_logits_use_masked_tokens_only():
@@ -302,7 +263,7 @@ def test_mlm_logits_use_masked_tokens_only():
                         intermediate_size=32, max_position_embeddings=32, attn_implementation="eager")
     torch.manual_seed(0)
     teacher = BertForMaskedLM(config).eval()
-    student = D.student_from_teacher(teacher, [1]).eval()
+    student = student_from_teacher(teacher, [1]).eval()
     batch = tiny_batch(vocab=50)
     labels = torch.full_like(batch["input_ids"], -100)
     labels[:, 1] = batch["input_ids"][:, 1]

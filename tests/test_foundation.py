@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lightkd"
 CORE = {"common", "data", "models", "zoo", "train", "bench", "viz", "results", "exercises", "__init__", "__main__",
         "scales", "study",
         "vldata", "extractors"}
+BLOCKS = {"blocks"}
 METHODS = {"quant", "prune", "distill", "tinybert", "mobilebert", "vit", "share", "sparsify", "vlm"}
 
 
@@ -45,21 +46,26 @@ def _lightkd_imports(path: Path, package: str = "lightkd") -> set[str]:
 RECIPES = PACKAGE / "recipes"
 
 
-def test_every_module_is_core_or_method():
+def test_every_module_is_core_blocks_or_method():
     modules = {p.stem for p in PACKAGE.glob("*.py")}
-    assert modules <= CORE | METHODS, f"classify {modules - CORE - METHODS} as core or method in this test"
+    layers = CORE | BLOCKS | METHODS
+    assert modules <= layers, f"classify {modules - layers} as core, blocks or method in this test"
+    assert not CORE & BLOCKS and not CORE & METHODS and not BLOCKS & METHODS, "a module sits in one layer"
     assert (RECIPES / "__init__.py").exists(), "lightkd.recipes, the third layer, is a package"
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.stem)
 def test_layering(path):
-    """The core never imports a method; a method imports the core and distill only;
-    neither imports the recipes (the layer above them)."""
+    """core <- blocks <- methods <- recipes: the core never imports the blocks or a method; the blocks
+    import the core only; a method imports the core, the blocks and distill, no other method;
+    none of them imports the recipes (the layer above them)."""
     imported = _lightkd_imports(path)
     assert "recipes" not in imported, f"{path.stem} imports lightkd.recipes: only the notebooks sit above it"
-    imported &= CORE | METHODS
+    imported &= CORE | BLOCKS | METHODS
     if path.stem in CORE:
-        assert not imported & METHODS, f"core module {path.stem} imports methods {imported & METHODS}"
+        assert not imported & (BLOCKS | METHODS), f"core module {path.stem} imports {imported & (BLOCKS | METHODS)}"
+    elif path.stem in BLOCKS:
+        assert imported <= CORE | {path.stem}, f"blocks module {path.stem} imports {imported - CORE - {path.stem}}"
     else:
         assert not imported & (METHODS - {"distill", path.stem}), \
             f"method {path.stem} imports other methods {imported & (METHODS - {'distill', path.stem})}"
@@ -67,10 +73,11 @@ def test_layering(path):
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.py")), ids=lambda p: f"recipes.{p.stem}")
 def test_recipes_layering(path):
-    """Recipes may import the core and any method, and one another, nothing unknown."""
+    """Recipes may import the core, the blocks and any method, and one another, nothing unknown."""
     imported = _lightkd_imports(path, package="lightkd.recipes")
     inside = {p.stem for p in RECIPES.glob("*.py")}
-    assert imported <= CORE | METHODS | inside, f"recipes.{path.stem} imports {imported - CORE - METHODS - inside}"
+    known = CORE | BLOCKS | METHODS | inside
+    assert imported <= known, f"recipes.{path.stem} imports {imported - known}"
 
 
 def test_layering_test_catches_a_violation(tmp_path):
@@ -83,6 +90,15 @@ def test_layering_test_catches_a_violation(tmp_path):
     recipe.write_text("from .. import prune, zoo\nfrom ..common import LightKDError\nfrom .base import Recipe\n"
                       "from lightkd.vit import deit_loss\n")
     assert _lightkd_imports(recipe, package="lightkd.recipes") == {"prune", "zoo", "common", "base", "vit"}
+    blocks = tmp_path / "blocks.py"                          # the blocks reaching up to a method
+    blocks.write_text("from .common import LightKDError\nfrom .distill import kd_loss\nfrom . import models\n")
+    assert _lightkd_imports(blocks) == {"common", "distill", "models"}
+    with pytest.raises(AssertionError, match=r"blocks module blocks imports \{'distill'\}"):
+        test_layering(blocks)
+    core = tmp_path / "zoo.py"                               # the core reaching up to the blocks
+    core.write_text("from .blocks import encoder_layers\n")
+    with pytest.raises(AssertionError, match=r"core module zoo imports \{'blocks'\}"):
+        test_layering(core)
 
 
 # ------------------------------------------------------------ the protocol

@@ -513,7 +513,7 @@ def claims_frame(chapters: dict | None = None):
             frames.append(table.assign(chapter=chapter))
     if not frames:
         return pd.DataFrame(columns=["chapter", "claim", "source", "measured", "95% interval", "holds if", "verdict"])
-    table = pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True).fillna("")  # a chapter judged before reasons existed has no "why"
     return table[["chapter"] + [c for c in table.columns if c != "chapter"]]
 
 

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .. import bench, data, distill, mobilebert as mb, prune, quant, tinybert, train, zoo
+from .. import bench, blocks, data, distill, mobilebert as mb, prune, quant, tinybert, train, zoo
 from ..common import SourceMissing, set_seed
 from ..results import Recorder
 from .base import Recipe, device, is_main_process, saved
@@ -365,7 +365,7 @@ def run_compound(cfg: dict, out: Path) -> dict:
     stages = {"teacher": (teacher, "fine-tuned teacher")}
 
     n = teacher.config.num_hidden_layers
-    student = distill.student_from_teacher(teacher, distill.spread_layers(n, cfg["student_layers"]))
+    student = blocks.student_from_teacher(teacher, blocks.spread_layers(n, cfg["student_layers"]))
     kd_distil(teacher, student, d, cfg, steps)
     stages["student"] = (copy.deepcopy(student), f"distilled, {cfg['student_layers']} layers")
 

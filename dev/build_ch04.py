@@ -153,8 +153,9 @@ teacher (`distill.distilbert_matches()`; "Scaling up" below).
 
 **Trained until it stops improving.** Every student trains on its sentences
 until its accuracy on the dev split (1,056 sentences no student trains on)
-has not improved for three evaluations in a row, two evaluations per epoch,
-and keeps the weights of its best evaluation. A comparison between students
+has not improved for three evaluations in a row (two evaluations per epoch
+on the whole split, one every 20 steps on 3% of it), and keeps the weights
+of its best evaluation, at learning rate $5 \times 10^{-5}$ with batches of 32. A comparison between students
 stopped after a fixed, small number of steps measures how fast they learn;
 one between converged students measures what they learn, which is what the
 papers claim.

@@ -699,9 +699,3 @@ def _logit_inputs(rng):
 def check_kd_loss(candidate, trials: int = 20, seed: int | None = None) -> bool:
     """Exercise: ``kd_loss(student_logits, teacher_logits, labels, T, alpha)``."""
     return check_function(candidate, kd_loss, _logit_inputs, trials=trials, seed=seed, name="kd_loss")
-
-
-# ------------------------------------------------- temporary aliases
-# Temporary: notebooks 04 and 11 and lightkd/recipes/text.py call these through distill;
-# they switch to blocks.* in the next commit, which deletes this block. Methods call blocks directly.
-from .blocks import check_spread_layers, spread_layers, student_from_teacher  # noqa: E402,F401

@@ -72,11 +72,11 @@ class Config:
     test_size: int | None = None      # test sentences scored (None: all)
     max_length: int = 128
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float = 5e-5
     max_epochs: float = 10.0          # a ceiling: early stopping ends every run before it
     small_max_epochs: float = 40.0    # the same for the 3% runs (a tenth as many steps per epoch)
     evals_per_epoch: int = 2          # dev evaluations per epoch (at least every `min_eval_steps`)
-    min_eval_steps: int = 10
+    min_eval_steps: int = 20          # the 3% runs: an evaluation every 20 steps (2.5 epochs of 254 sentences)
     patience: int = 3                 # evaluations without a better dev accuracy before stopping
     temperature: float = 2.0
     labelled_fraction: float = 0.03   # Hinton's test: 3% of the training split, with labels
@@ -113,7 +113,7 @@ class Config:
 
 
 BOOK = Config()
-TINY = Config(train_size=320, dev_size=96, test_size=160, max_length=64, max_epochs=3.0, small_max_epochs=10.0,
+TINY = Config(train_size=320, dev_size=96, test_size=160, max_length=64, lr=1e-4, max_epochs=3.0, small_max_epochs=10.0,
               labelled_fraction=0.1, evals_per_epoch=1, min_eval_steps=4, patience=2, seeds=1, latency_rounds=6,
               arms=("labels_3pct", "kd_3pct", "labels", "kd"))
 PAPER = Config(teacher="textattack/bert-base-uncased-SST-2", task="sst2", student_layers=6, lr=5e-5, max_epochs=3.0,

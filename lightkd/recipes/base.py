@@ -123,9 +123,13 @@ def saved(rec) -> dict:
 
 
 def device():
-    """The device this process trains on (``accelerate``'s choice: its GPU, or the CPU)."""
+    """The device this process trains on (``accelerate``'s choice: its GPU, or the CPU).
+    ``cpu=True`` where no GPU is wanted: the process state is a singleton, and one made
+    without it on a CPU forms no process group, so ``accelerate launch`` on CPUs would
+    leave every process training alone."""
     from accelerate import PartialState
-    return PartialState().device
+    from ..train import _wants_gpu
+    return PartialState(cpu=not _wants_gpu()).device
 
 
 def registry(*modules) -> dict[str, Recipe]:

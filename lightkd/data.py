@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import (LightKDError, SourceMissing, atomic_write_bytes, cache_dir, default_seed, locked, registry_package,
-                     require_hub, require_positive_int)
+from .common import (LightKDError, SourceMissing, cache_dir, cached_file, default_seed, locked, registry_package,
+                     require_hub, require_positive_int, verify_file, write_checked)
 
 TEXT_DATASETS = ("movie_reviews", "sst2")
 UNLABELLED_DATASETS = ("snippets", "wikitext")
@@ -111,7 +111,7 @@ def _vader_snippets() -> dict[str, Path]:
     """Unpack the ICWSM 2014 archive from vaderSentiment's sdist into the cache."""
     target = cache_dir("data", "hutto_icwsm_2014")
     files = {p.name: p for p in target.glob("*GroundTruth.txt")}
-    if len(files) == 4:
+    if len(files) == 4 and all(verify_file(p) for p in files.values()):  # a damaged file: unpacked again
         return files
     with locked(target):
         sdist = registry_package(*VADER, source=True)
@@ -123,7 +123,7 @@ def _vader_snippets() -> dict[str, Path]:
             for member in tar.getmembers():
                 if member.name.endswith("GroundTruth.txt"):
                     data = tar.extractfile(member).read()
-                    atomic_write_bytes(target / Path(member.name).name, data)
+                    write_checked(target / Path(member.name).name, data)
     return {p.name: p for p in target.glob("*GroundTruth.txt")}
 
 
@@ -136,19 +136,34 @@ def _read_ground_truth(path: Path) -> list[tuple[str, float, str]]:
     return rows
 
 
+def _movie_reviews_payload() -> bytes:
+    rows = _read_ground_truth(_vader_snippets()["movieReviewSnippets_GroundTruth.txt"])
+    rows = [(i, r, t) for i, r, t in rows if r != 0]  # neutral dropped
+    order = np.random.default_rng(2014).permutation(len(rows))
+    rows = [rows[k] for k in order]
+    n_train, n_dev = int(0.8 * len(rows)), int(0.1 * len(rows))
+    cut = {"train": rows[:n_train], "dev": rows[n_train:n_train + n_dev], "test": rows[n_train + n_dev:]}
+    payload = {s: {"texts": [t for _, _, t in r], "labels": [int(x > 0) for _, x, _ in r]}
+               for s, r in cut.items()}
+    return json.dumps(payload).encode()
+
+
+def read_splits(data: bytes, splits=SPLITS) -> dict:
+    """Decode a cached JSON of text splits ({split: {"texts": [...], "labels": [...]}}), checking
+    its shape: bytes that parse but are not such splits are a damaged entry, not data."""
+    payload = json.loads(data)
+    for s in splits:
+        part = payload[s]
+        if not (isinstance(part["texts"], list) and isinstance(part["labels"], list) and part["texts"]
+                and len(part["texts"]) == len(part["labels"]) and all(isinstance(t, str) for t in part["texts"])
+                and all(isinstance(y, int) and not isinstance(y, bool) for y in part["labels"])):
+            raise ValueError(f"split {s!r} is not texts with one integer label each")
+    return payload
+
+
 def _movie_reviews() -> Dataset:
     cached = cache_dir("data") / "movie_reviews_v1.json"
-    if not cached.exists():
-        rows = _read_ground_truth(_vader_snippets()["movieReviewSnippets_GroundTruth.txt"])
-        rows = [(i, r, t) for i, r, t in rows if r != 0]  # neutral dropped
-        order = np.random.default_rng(2014).permutation(len(rows))
-        rows = [rows[k] for k in order]
-        n_train, n_dev = int(0.8 * len(rows)), int(0.1 * len(rows))
-        cut = {"train": rows[:n_train], "dev": rows[n_train:n_train + n_dev], "test": rows[n_train + n_dev:]}
-        payload = {s: {"texts": [t for _, _, t in r], "labels": [int(x > 0) for _, x, _ in r]}
-                   for s, r in cut.items()}
-        atomic_write_bytes(cached, json.dumps(payload).encode())
-    payload = json.loads(cached.read_text())
+    payload = cached_file(cached, _movie_reviews_payload, read_splits)
     return Dataset("movie_reviews", ("negative", "positive"),
                    *(TextSplit(**payload[s]) for s in SPLITS), source="offline",
                    info={"origin": f"vaderSentiment {VADER[1]} sdist, movieReviewSnippets_GroundTruth.txt"})

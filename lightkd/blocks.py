@@ -38,13 +38,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import LightKDError, require_choice, require_positive_int, set_seed
+from .common import LightKDError, require_choice, require_number, require_positive_int, require_tensor, set_seed
 from .exercises import check_function
 
 
 # ------------------------------------------------------------------ 1. anatomy
 def get_module(model: nn.Module, path: str) -> nn.Module:
     """The sub-module at a dotted path (``"bert.encoder.layer.2"``), or a clear error."""
+    _require_module(model)
+    if not isinstance(path, str):
+        raise LightKDError(f"path must be a dotted module path such as 'bert.encoder.layer.2', got {path!r}")
     try:
         return model.get_submodule(path)
     except AttributeError:
@@ -53,11 +56,17 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
                            f"{', '.join(names)} ...") from None
 
 
+def _require_module(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise LightKDError(f"model must be a torch model (an nn.Module), got {type(model).__name__}")
+
+
 LAYER_LISTS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "blocks")
 
 
 def encoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The ModuleList of transformer layers and its path (BERT, DistilBERT, MobileBERT, ViTs)."""
+    _require_module(model)
     prefixes = [""]
     base = getattr(model, "base_model_prefix", "")
     if base and hasattr(model, base):
@@ -124,6 +133,8 @@ def additive_key_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch
     """(B, N) 0/1 -> (B, 1, 1, N) in ``dtype``: 0 on real keys, the most negative ``dtype`` number on
     padding. Added to attention scores, it leaves padding no weight after the softmax; finfo.min
     rather than -inf (as transformers) keeps a sentence of padding alone finite, not NaN."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise LightKDError(f"dtype must be the scores' floating dtype (torch.float32, ...), got {dtype!r}")
     mask = _require_mask(attention_mask)[:, None, None, :].to(dtype)
     return (1.0 - mask) * torch.finfo(dtype).min
 
@@ -158,6 +169,11 @@ def attention_with_probs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """softmax(q k^T / sqrt(d) + mask) v over (B, heads, N, d) inputs: (context (B, heads, N, d),
     probabilities (B, heads, N, N)). Torch's fused attention does not return the probabilities,
     which attention distillation and token pruning read."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        require_tensor(name, t, dims=4)
+    if k.shape != v.shape[:-1] + (q.shape[-1],) or q.shape[:2] != k.shape[:2]:
+        raise LightKDError(f"q, k and v must be (batch, heads, tokens, head_dim) with one batch, heads and key "
+                           f"count, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if additive_mask is not None:
         scores = scores + additive_mask
@@ -174,7 +190,9 @@ class SelfAttention(nn.Module):
         self._attention_weights(hidden, heads, eps)
 
     def _attention_weights(self, hidden: int, heads: int, eps: float) -> None:
+        require_positive_int("hidden", hidden)
         require_positive_int("heads", heads)
+        require_number("eps", eps, low=0, low_open=True)
         if hidden % heads:
             raise LightKDError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
         self.heads = heads
@@ -202,6 +220,9 @@ class FeedForward(nn.Module):
         self._ffn_weights(hidden, intermediate, act, eps)
 
     def _ffn_weights(self, hidden: int, intermediate: int, act: str, eps: float) -> None:
+        require_positive_int("hidden", hidden)
+        require_positive_int("intermediate", intermediate)
+        require_number("eps", eps, low=0, low_open=True)
         self.act = require_choice("act", act, ACTIVATIONS)
         self.ffn_in, self.ffn_out = nn.Linear(hidden, intermediate), nn.Linear(intermediate, hidden)
         self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
@@ -252,7 +273,8 @@ class BertLayer(SelfAttention, FeedForward):
 def spread_layers(n_teacher: int, n_student: int) -> list[int]:
     """Teacher layers to copy: the first of each block of n_teacher / n_student
     layers (DistilBERT's "one layer out of two" for 12 -> 6: 0, 2, 4, 6, 8, 10)."""
-    if not (isinstance(n_student, int) and isinstance(n_teacher, int)) or not 1 <= n_student <= n_teacher:
+    if any(isinstance(n, bool) or not isinstance(n, int) for n in (n_student, n_teacher)) or \
+            not 1 <= n_student <= n_teacher:
         raise LightKDError(f"need 1 <= n_student <= n_teacher, got {n_student} and {n_teacher}")
     return [i * n_teacher // n_student for i in range(n_student)]
 
@@ -349,6 +371,8 @@ def student_from_teacher(teacher: nn.Module, layers=None, *, n_layers: int | Non
     """
     if init not in ("teacher", "random"):
         raise LightKDError(f"init must be 'teacher' or 'random', got {init!r}")
+    if layers is not None and n_layers is not None:
+        raise LightKDError("give layers or n_layers, not both: layers names the teacher layers to keep")
     n = num_layers(teacher)
     if layers is None:
         layers = spread_layers(n, n_layers if n_layers is not None else max(1, n // 2))

@@ -44,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import attention_projections, get_module, key_mask, num_layers
+from . import common
 from .common import LightKDError
 from .exercises import check_function
 from .train import logits_of, model_device, model_inputs, to_device
@@ -55,10 +56,8 @@ MASKED_SCORE = 0.0
 
 # ------------------------------------------------------------- checks
 def require_temperature(T, name: str = "temperature") -> float:
-    if isinstance(T, bool) or not isinstance(T, (int, float)) or not math.isfinite(T) or not 0 < T <= 1e4:
-        raise LightKDError(f"{name} must be a positive number up to 1e4 (1 is the plain softmax; "
-                           f"Hinton et al. use 2-20), got {T!r}")
-    return float(T)
+    """A softmax temperature in ``common.TEMPERATURE_RANGE`` (1e-4 to 1e4)."""
+    return common.require_temperature(name, T)
 
 
 def require_alpha(alpha, name: str = "alpha") -> float:

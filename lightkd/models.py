@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import LightKDError, require_positive_int
+from .common import LightKDError, require_number, require_positive_int, require_tensor
 
 
 # ------------------------------------------------------------ the protocol
@@ -57,10 +57,8 @@ class ModelOutput:
 # ------------------------------------------------------------------ patches
 def require_patch_size(image_size: int, patch_size: int) -> int:
     """The number of patches along one side; a clear error when it does not divide."""
-    if not isinstance(patch_size, int) or patch_size < 1:
-        raise LightKDError(f"patch_size must be a positive integer, got {patch_size!r}")
-    if not isinstance(image_size, int) or image_size < 1:
-        raise LightKDError(f"image_size must be a positive integer, got {image_size!r}")
+    require_positive_int("patch_size", patch_size)
+    require_positive_int("image_size", image_size)
     if image_size % patch_size:
         divisors = [d for d in range(1, image_size + 1) if image_size % d == 0]
         raise LightKDError(f"patch_size {patch_size} does not divide image size {image_size}; "
@@ -71,6 +69,7 @@ def require_patch_size(image_size: int, patch_size: int) -> int:
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, num_patches, C * p * p), patches in reading order
     (left to right, top to bottom), each flattened channel-first."""
+    require_tensor("images", images)
     if images.ndim != 4:
         raise LightKDError(f"images must be (batch, channels, height, width), got shape {tuple(images.shape)}")
     b, c, h, w = images.shape
@@ -82,6 +81,9 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 def unpatchify(patches: torch.Tensor, patch_size: int, channels: int = 1) -> torch.Tensor:
     """The inverse of ``patchify`` for square images."""
+    require_tensor("patches", patches, dims=3)
+    require_positive_int("patch_size", patch_size)
+    require_positive_int("channels", channels)
     b, n, d = patches.shape
     side = math.isqrt(n)
     if side * side != n or d != channels * patch_size ** 2:
@@ -113,13 +115,22 @@ class ViTConfig:
     def __post_init__(self):
         require_patch_size(self.image_size, self.patch_size)
         for name in ("in_channels", "num_classes", "dim", "depth", "heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise LightKDError(f"{name} must be a positive integer, got {value!r}")
+            require_positive_int(name, getattr(self, name))
         if self.dim % self.heads:
             raise LightKDError(f"dim {self.dim} must be divisible by heads {self.heads}")
-        if self.mlp_ratio <= 0 or not 0 <= self.dropout < 1:
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or \
+                not math.isfinite(self.mlp_ratio) or self.mlp_ratio <= 0 or \
+                isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise LightKDError(f"need mlp_ratio > 0 and 0 <= dropout < 1, got {self.mlp_ratio}, {self.dropout}")
+        if int(self.dim * self.mlp_ratio) < 1:
+            raise LightKDError(f"mlp_ratio {self.mlp_ratio} leaves the MLP of a {self.dim}-wide ViT no hidden unit; "
+                               f"give mlp_ratio >= {1 / self.dim:g}")
+        # pixels are normalised as (x - pixel_mean) / pixel_std: a zero or non-finite std makes every token inf or NaN
+        require_number("pixel_mean", self.pixel_mean)
+        require_number("pixel_std", self.pixel_std, low=0, low_open=True)
+        for name in ("distillation_token", "share_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise LightKDError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     @property
     def num_patches(self) -> int:
@@ -150,9 +161,13 @@ def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor | None, eps: flo
     """
     if key_mask is None:
         return scores.softmax(-1)
+    require_tensor("scores", scores, dims=4, nonempty=False)
+    require_tensor("key_mask", key_mask, nonempty=False)
     n = scores.shape[-1]
     if key_mask.shape != (scores.shape[0], n):
         raise LightKDError(f"key_mask must be (batch, tokens) = {(scores.shape[0], n)}, got {tuple(key_mask.shape)}")
+    if key_mask.is_floating_point() and not torch.isfinite(key_mask).all():  # a NaN weight spreads to every row
+        raise LightKDError("key_mask holds NaN or inf; it must hold 1 (keep), 0 (drop) or a weight in between")
     policy = key_mask.to(scores.dtype)[:, None, None, :]  # B, 1, 1, N
     eye = torch.eye(n, dtype=scores.dtype, device=scores.device)
     policy = policy + (1.0 - policy) * eye
@@ -166,6 +181,11 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
+        require_positive_int("dim", dim)
+        require_positive_int("heads", heads)
+        if dim % heads:
+            raise LightKDError(f"dim {dim} must be divisible by heads {heads}")
+        require_number("dropout", dropout, low=0, high=1, high_open=True)
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -216,6 +236,8 @@ ViTOutput = ModelOutput  # the name chapter 7 first met it under
 class VisionTransformer(nn.Module):
     def __init__(self, config: ViTConfig):
         super().__init__()
+        if not isinstance(config, ViTConfig):
+            raise LightKDError(f"config must be a lightkd.models.ViTConfig, got {type(config).__name__}")
         self.config = c = config
         self.patch_embed = nn.Linear(c.in_channels * c.patch_size ** 2, c.dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
@@ -257,6 +279,10 @@ class VisionTransformer(nn.Module):
         every other token's attention (class and distillation tokens are always kept)."""
         x = self.embed(pixel_values)
         if key_mask is not None:
+            require_tensor("key_mask", key_mask, nonempty=False)
+            if tuple(key_mask.shape) != (len(x), self.config.num_patches):
+                raise LightKDError(f"key_mask must be (batch, num_patches) = {(len(x), self.config.num_patches)}, "
+                                   f"got {tuple(key_mask.shape)}")
             keep_extra = torch.ones(len(x), self.config.num_extra_tokens, dtype=key_mask.dtype, device=key_mask.device)
             key_mask = torch.cat([keep_extra, key_mask], dim=1)
         hidden, attentions = [x], []
@@ -284,6 +310,8 @@ def to_transformers(model: VisionTransformer):
     model comes out with each layer holding its own copy."""
     from transformers import (DeiTConfig, DeiTForImageClassificationWithTeacher, ViTConfig as HFViTConfig,
                               ViTForImageClassification)
+    if not isinstance(model, VisionTransformer):
+        raise LightKDError(f"model must be a lightkd.models.VisionTransformer, got {type(model).__name__}")
     c = model.config
     kwargs = dict(hidden_size=c.dim, num_hidden_layers=c.depth, num_attention_heads=c.heads,
                   intermediate_size=int(c.dim * c.mlp_ratio), image_size=c.image_size, patch_size=c.patch_size,
@@ -324,6 +352,8 @@ def from_transformers(hf, pixel_mean: float = 0.0, pixel_std: float = 1.0) -> Vi
     or ``DeiTForImageClassification(WithTeacher)`` (e.g. a DeiT from the hub) as
     a ``VisionTransformer``, weights copied. The hub models expect their image
     processor's normalised pixels, hence ``pixel_mean`` 0 and ``pixel_std`` 1."""
+    if not (hasattr(hf, "vit") or hasattr(hf, "deit")) or not hasattr(hf, "config"):
+        raise LightKDError(f"hf must be a transformers ViT or DeiT image classifier, got {type(hf).__name__}")
     c = hf.config
     root = "deit" if hasattr(hf, "deit") else "vit"
     state = {k: v for k, v in hf.state_dict().items()}
@@ -369,6 +399,17 @@ def attention_rollout(attentions, num_extra_tokens: int = 1, token: int = 0) -> 
     ``token`` (default the class token) draws from each patch: (B, num_patches)."""
     if not attentions or attentions[0] is None:
         raise LightKDError("no attentions: call the model with output_attentions=True")
+    shape = tuple(attentions[0].shape)
+    for a in attentions:
+        require_tensor("attentions", a, dims=4)
+        if tuple(a.shape) != shape or shape[-1] != shape[-2]:
+            raise LightKDError(f"attentions must be (batch, heads, tokens, tokens) maps of one shape, got "
+                               f"{tuple(a.shape)} beside {shape}")
+    require_positive_int("num_extra_tokens", num_extra_tokens, minimum=0)
+    if num_extra_tokens >= shape[-1]:
+        raise LightKDError(f"num_extra_tokens {num_extra_tokens} leaves no patch among {shape[-1]} tokens")
+    if isinstance(token, bool) or not isinstance(token, int) or not -shape[-1] <= token < shape[-1]:
+        raise LightKDError(f"token must index one of the {shape[-1]} tokens, got {token!r}")
     result = None
     for a in attentions:
         a = a.float().mean(1)  # B, N, N
@@ -398,9 +439,14 @@ class SmallCNN(nn.Module):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
                                  nn.MaxPool2d(2))
 
-        side = image_size // 4
+        self.side = side = image_size // 4
         self.features = nn.Sequential(stage(in_channels, width), stage(width, 2 * width), nn.Flatten())
         self.head = nn.Sequential(nn.Linear(2 * width * side * side, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
     def forward(self, pixel_values, **_) -> ModelOutput:
+        require_tensor("pixel_values", pixel_values, dims=4)
+        channels, side = self.features[0][0].in_channels, self.side
+        if pixel_values.shape[1] != channels or (pixel_values.shape[-2] // 4, pixel_values.shape[-1] // 4) != (side, side):
+            raise LightKDError(f"pixel_values must be images of shape (batch, {channels}, {4 * side}, {4 * side}) "
+                               f"(the size this SmallCNN was built for), got {tuple(pixel_values.shape)}")
         return ModelOutput(logits=self.head(self.features(pixel_values)))

@@ -38,7 +38,7 @@ from torch import nn
 
 from . import train
 from .blocks import encoder_layers, head_grid, keep_layers
-from .common import LightKDError, set_seed
+from .common import LightKDError, require_positive_int, set_seed
 from .exercises import check_function
 
 STRATEGIES = ("top", "bottom", "alternate")
@@ -223,12 +223,24 @@ def rewind(model: nn.Module, init_state: dict, masks: dict, skip: tuple = ("clas
     (for a pretrained BERT: the pretrained weights, Chen et al. 2020), then the mask.
     Parameters whose names start with one of ``skip`` keep their current values
     (the new classifier head has no pretrained value)."""
+    if not isinstance(init_state, dict) or not init_state:
+        raise LightKDError("init_state must be a non-empty state dict (model.state_dict() of the initial weights)")
     own = model.state_dict()
-    for name, value in init_state.items():
-        if name in own and not name.startswith(skip):
-            if own[name].shape != value.shape:
-                raise LightKDError(f"{name}: shape {tuple(value.shape)} in init_state, {tuple(own[name].shape)} in the model")
-            own[name].copy_(value)
+    matched = [name for name in init_state if name in own and not name.startswith(skip)]
+    if not matched:  # a state dict of another model (a base model's, without the "bert." prefix) rewinds nothing
+        raise LightKDError(f"init_state names none of the model's weights (its keys start like "
+                           f"{', '.join(list(init_state)[:3])}; the model's like {', '.join(list(own)[:3])}): "
+                           "give the state dict of the same kind of model")
+    for name in matched:
+        value = init_state[name]
+        if own[name].shape != value.shape:
+            raise LightKDError(f"{name}: shape {tuple(value.shape)} in init_state, {tuple(own[name].shape)} in the model")
+    missing = [f"{m}.weight" for m in masks if f"{m}.weight" not in init_state]
+    if missing:  # a pruned weight without an initial value would keep its trained value: no rewinding
+        raise LightKDError(f"init_state has no initial value for the masked weight {missing[0]!r} "
+                           f"({len(missing)} of {len(masks)} masked weights are missing)")
+    for name in matched:
+        own[name].copy_(init_state[name])
     return apply_masks(model, masks)
 
 
@@ -323,11 +335,14 @@ def normalize_per_layer(importance: torch.Tensor, exponent: float = 2.0) -> torc
 
 def head_importance(model: nn.Module, batches, max_batches: int | None = None, normalize: bool = True) -> torch.Tensor:
     """I_h = sum over batches of |dL/d gate_h| at gate = 1 (Michel et al. 2019)."""
+    if max_batches is not None:
+        require_positive_int("max_batches", max_batches)
     layers, heads = head_grid(model)
     device = train.model_device(model)
     gates = torch.ones(layers, heads, requires_grad=True, device=device)
     total = torch.zeros(layers, heads, device=device)
     model.eval()  # no dropout: the score should not depend on it
+    seen = 0
     with head_gates(model, gates):
         for k, batch in enumerate(batches):
             if max_batches is not None and k >= max_batches:
@@ -335,6 +350,9 @@ def head_importance(model: nn.Module, batches, max_batches: int | None = None, n
             loss, _ = train.classification_loss(model, train.to_device(batch, device))
             grad, = torch.autograd.grad(loss, gates)
             total += grad.abs()
+            seen = k + 1
+    if not seen:  # zeros from no data would rank the heads by nothing
+        raise LightKDError("batches is empty: head importance needs at least one batch with labels")
     return normalize_per_layer(total) if normalize else total
 
 

@@ -49,7 +49,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import ACTIVATIONS, FeedForward, SelfAttention, additive_key_mask, encoder_layers, get_module, low_rank
-from .common import LightKDError
+from .common import (LightKDError, require_number, require_positive_int, require_probability, require_temperature,
+                     require_tensor, require_weight)
 from .distill import kd_loss
 from .exercises import check_function
 from .models import Attention, MLP, ModelOutput, ViTConfig, VisionTransformer
@@ -109,6 +110,34 @@ def tied_indices(mode: str, depth: int, groups: int = 1) -> tuple[list[int], lis
     attention = group if mode in ("all", "attention") else own
     ffn = group if mode in ("all", "ffn") else own
     return attention, ffn
+
+
+def _require_config(config):
+    if not isinstance(config, SharedConfig):
+        raise LightKDError(f"config must be a lightkd.share.SharedConfig, got {type(config).__name__}")
+    return config
+
+
+def _require_token_ids(input_ids, vocab_size: int) -> None:
+    """(batch, tokens) integer ids, each a row of the word table (an id outside it is an index error
+    on the CPU and a device-side assert on a GPU)."""
+    require_tensor("input_ids", input_ids, dims=2)
+    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+        raise LightKDError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+    if input_ids.min() < 0 or input_ids.max() >= vocab_size:
+        raise LightKDError(f"input_ids must lie in 0..{vocab_size - 1} (the vocabulary), got "
+                           f"{int(input_ids.min())}..{int(input_ids.max())}")
+
+
+def _require_block(model, layer, name: str = "model") -> int:
+    """``layer`` indexes one of ``model.blocks`` (negative counts from the end)."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        raise LightKDError(f"{name} must be a lightkd ViT (its layers in .blocks), got {type(model).__name__}")
+    n = len(blocks)
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
+        raise LightKDError(f"layer must index one of the {n} blocks of {name} ({-n}..{n - 1}), got {layer!r}")
+    return layer
 
 
 # ------------------------------------------------ ALBERT's parameter arithmetic
@@ -172,6 +201,7 @@ def parameter_count(config: SharedConfig) -> dict[str, int]:
     (when there is one); attention: Q, K, V, O (4 (H^2 + H)) + a LayerNorm,
     once per *distinct* attention; ffn: H x F + F + F x H + H + a LayerNorm,
     once per distinct FFN; pooler: H^2 + H; classifier: H x labels + labels."""
+    _require_config(config)
     c = config
     E, H, F_ = c.embedding_size, c.hidden_size, c.intermediate_size
     attention_ids, ffn_ids = tied_indices(c.sharing, c.num_hidden_layers, c.num_groups)
@@ -196,6 +226,10 @@ ALBERT_PAPER_PARAMS = {(128, "all"): (12e6, 1e6), (128, "attention"): (64e6, 1e6
 def matches_paper(count: int, paper: float, rounding: float, tolerance: float = 0.02) -> bool:
     """A computed count matches a printed one when it is within ``tolerance``
     (relative) or rounds to it at the paper's precision."""
+    require_number("count", count, low=0)
+    require_number("paper", paper, low=0)
+    require_number("rounding", rounding, low=0)
+    require_number("tolerance", tolerance, low=0)
     return abs(count - paper) <= max(tolerance * paper, rounding / 2)
 
 
@@ -221,7 +255,7 @@ class SharedEncoder(nn.Module):
 
     def __init__(self, config: SharedConfig):
         super().__init__()
-        self.config = c = config
+        self.config = c = _require_config(config)
         E, H = c.embedding_size, c.hidden_size
         self.word_embeddings = nn.Embedding(c.vocab_size, E)
         self.position_embeddings = nn.Embedding(c.max_position_embeddings, E)
@@ -243,6 +277,11 @@ class SharedEncoder(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states: bool = False,
                 output_attentions: bool = False, **_) -> ModelOutput:
+        _require_token_ids(input_ids, self.config.vocab_size)
+        if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor) or
+                                           attention_mask.shape != input_ids.shape):
+            raise LightKDError(f"attention_mask must be shaped like input_ids {tuple(input_ids.shape)}, got "
+                               f"{getattr(attention_mask, 'shape', type(attention_mask).__name__)}")
         n = input_ids.shape[1]
         if n > self.config.max_position_embeddings:
             raise LightKDError(f"sequence of {n} tokens is longer than max_position_embeddings "
@@ -268,6 +307,7 @@ class SharedEncoder(nn.Module):
 def albert_config(config: SharedConfig):
     """The transformers ``AlbertConfig`` of the same shape (sharing "all" only: ALBERT's code)."""
     from transformers import AlbertConfig
+    _require_config(config)
     if config.sharing != "all":
         raise LightKDError(f"transformers' ALBERT shares all of a group's weights; sharing={config.sharing!r} "
                            "exists only in lightkd.share.SharedEncoder")
@@ -318,6 +358,7 @@ class FactorizedEmbedding(nn.Module):
 
     def __init__(self, vocab_size: int, embedding_size: int, hidden_size: int):
         super().__init__()
+        require_positive_int("vocab_size", vocab_size)
         require_embedding_size(embedding_size, hidden_size)
         self.embed = nn.Embedding(vocab_size, embedding_size)
         self.project = nn.Linear(embedding_size, hidden_size, bias=False)
@@ -346,6 +387,7 @@ class FactorizedEmbedding(nn.Module):
 
 def factorized_params(vocab_size: int, embedding_size: int, hidden_size: int) -> int:
     """V x E + E x H (the E x H projection has no bias here)."""
+    require_positive_int("vocab_size", vocab_size)
     require_embedding_size(embedding_size, hidden_size)
     return vocab_size * embedding_size + embedding_size * hidden_size
 
@@ -391,6 +433,8 @@ def shared_student(teacher: nn.Module, mode: str = "all", groups: int = 1, init:
     require_mode(mode)
     if init not in INIT_CHOICES:
         raise LightKDError(f"init must be one of {', '.join(map(repr, INIT_CHOICES))}, got {init!r}")
+    if not isinstance(teacher, nn.Module):
+        raise LightKDError(f"teacher must be a BERT-family model (an nn.Module), got {type(teacher).__name__}")
     student = copy.deepcopy(teacher)
     _, layers = encoder_layers(student)
     group = layer_groups(len(layers), groups)
@@ -453,6 +497,7 @@ class HeadMix(nn.Module):
 
     def __init__(self, heads: int):
         super().__init__()
+        require_positive_int("heads", heads)
         self.weight = nn.Parameter(torch.eye(heads))
         self.bias = nn.Parameter(torch.zeros(heads))
 
@@ -467,6 +512,9 @@ class PatchConv(nn.Module):
 
     def __init__(self, channels: int, grid: int, extra_tokens: int):
         super().__init__()
+        require_positive_int("channels", channels)
+        require_positive_int("grid", grid)
+        require_positive_int("extra_tokens", extra_tokens, minimum=0)
         self.grid, self.extra = grid, extra_tokens
         self.conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
         nn.init.zeros_(self.conv.weight)
@@ -537,6 +585,17 @@ class MiniViT(VisionTransformer):
         (or the first) of the ViT blocks it replaces."""
         if init not in ("mean", "first"):
             raise LightKDError(f"init must be 'mean' or 'first', got {init!r}")
+        if not isinstance(vit, VisionTransformer) or isinstance(vit, MiniViT):
+            raise LightKDError(f"vit must be a trained lightkd VisionTransformer, got {type(vit).__name__}")
+        if not isinstance(config, MiniViTConfig):
+            raise LightKDError(f"config must be a MiniViTConfig (MiniViTConfig.from_vit), got {type(config).__name__}")
+        shape = ("image_size", "patch_size", "in_channels", "num_classes", "dim", "depth", "heads", "mlp_ratio",
+                 "distillation_token")
+        differ = [f"{k} {getattr(vit.config, k)} vs {getattr(config, k)}" for k in shape
+                  if getattr(vit.config, k) != getattr(config, k)]
+        if differ:  # a deeper ViT would lose its last blocks silently; a wider one fails to load
+            raise LightKDError(f"config must have the vit's shape (MiniViTConfig.from_vit(vit.config, ...)); "
+                               f"they differ in {', '.join(differ)}")
         model = cls(config)
         state = {k: v for k, v in vit.state_dict().items() if not k.startswith("blocks.")}
         for i, block in enumerate(vit.blocks):
@@ -555,6 +614,8 @@ class MiniViT(VisionTransformer):
 def untie(model: nn.Module) -> nn.Module:
     """A copy in which every layer owns its weights (equal outputs, no sharing):
     one backward pass then gives each layer's own share of the shared gradient."""
+    if not isinstance(model, nn.Module):
+        raise LightKDError(f"model must be an nn.Module, got {type(model).__name__}")
     clone = copy.deepcopy(model)
     for module in list(clone.modules()):  # a ModuleList holding one layer several times (ALBERT's "all")
         if isinstance(module, nn.ModuleList):
@@ -574,6 +635,8 @@ def untie(model: nn.Module) -> nn.Module:
 # ----------------------------------------------------- weight distillation
 def self_relation(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, N, D) -> (B, heads, N, N): softmax over keys of x_h x_h^T / sqrt(D / heads), per head."""
+    require_tensor("x", x, dims=3)
+    require_positive_int("heads", heads)
     b, n, d = x.shape
     if d % heads:
         raise LightKDError(f"width {d} is not divisible by {heads} relation heads")
@@ -585,6 +648,10 @@ def relation_loss(student_qkv: torch.Tensor, teacher_qkv: torch.Tensor, heads: i
     """MiniLMv2's Q-Q, K-K, V-V relation distillation (Mini-Swin's weight
     distillation): soft cross-entropy between teacher and student self-relations,
     averaged over Q, K, V, heads and tokens. ``*_qkv``: (B, N, 3D), [q; k; v]."""
+    for name, t in (("student_qkv", student_qkv), ("teacher_qkv", teacher_qkv)):
+        require_tensor(name, t, dims=3)
+        if t.shape[-1] % 3:
+            raise LightKDError(f"{name} must be [q; k; v] side by side (a width divisible by 3), got {tuple(t.shape)}")
     if student_qkv.shape[:2] != teacher_qkv.shape[:2]:
         raise LightKDError(f"relation distillation needs the same tokens: {tuple(student_qkv.shape)} vs "
                            f"{tuple(teacher_qkv.shape)}")
@@ -597,16 +664,23 @@ def relation_loss(student_qkv: torch.Tensor, teacher_qkv: torch.Tensor, heads: i
 
 def hidden_relation(h: torch.Tensor) -> torch.Tensor:
     """(B, N, D) -> (B, N, N): cosine similarity between every pair of tokens."""
+    require_tensor("h", h, dims=3)
     h = F.normalize(h.float(), dim=-1)
     return h @ h.transpose(-2, -1)
 
 
 def hidden_relation_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
     """MSE between token-token relations: needs no projection when the widths differ."""
+    require_tensor("student_hidden", student_hidden, dims=3)
+    require_tensor("teacher_hidden", teacher_hidden, dims=3)
+    if student_hidden.shape[:2] != teacher_hidden.shape[:2]:
+        raise LightKDError(f"student_hidden {tuple(student_hidden.shape)} and teacher_hidden "
+                           f"{tuple(teacher_hidden.shape)} must hold the same (batch, tokens)")
     return F.mse_loss(hidden_relation(student_hidden), hidden_relation(teacher_hidden))
 
 
 def _qkv_path(model, layer: int) -> str:
+    _require_block(model, layer)
     block = model.blocks[layer]
     return f"blocks.{layer % len(model.blocks)}." + ("qkv_out" if isinstance(block, MiniBlock) else "attn.qkv")
 
@@ -633,6 +707,17 @@ def minivit_loss(relation_teacher=None, logit_teacher=None, *, alpha: float = 0.
     count): Q/K/V relations and hidden-state relations at ``layer``."""
     if relation_teacher is None and logit_teacher is None:
         raise LightKDError("minivit_loss needs a logit teacher, a relation teacher, or both")
+    require_probability("alpha", alpha)
+    require_temperature("tau", tau)
+    require_weight("relation_weight", relation_weight)
+    require_weight("hidden_weight", hidden_weight)
+    if relation_teacher is not None:
+        _require_block(relation_teacher, layer, "relation_teacher")
+    elif isinstance(layer, bool) or not isinstance(layer, int):
+        raise LightKDError(f"layer must be an integer block index, got {layer!r}")
+    for t in (relation_teacher, logit_teacher):
+        if t is not None and not isinstance(t, nn.Module):
+            raise LightKDError(f"a teacher must be a model (an nn.Module), got {type(t).__name__}")
     for t in (relation_teacher, logit_teacher):
         if t is not None:
             t.eval()
@@ -679,6 +764,10 @@ def layer_gradient_norms(model: nn.Module, batch: dict) -> torch.Tensor:
     the norm of the gradient with respect to that layer's copy of its
     attention and MLP weights (an untied copy, so shared weights split into
     their per-layer contributions)."""
+    if not hasattr(model, "blocks"):
+        raise LightKDError(f"model must be a lightkd ViT (its layers in .blocks), got {type(model).__name__}")
+    if not isinstance(batch, dict) or "labels" not in batch:
+        raise LightKDError("batch must be a dict of inputs with labels (one batch of train.fit's batches)")
     free = untie(model).train()
     free.zero_grad(set_to_none=True)
     batch = to_device(batch, model_device(free))
@@ -693,7 +782,10 @@ def layer_gradient_norms(model: nn.Module, batch: dict) -> torch.Tensor:
 
 def gradient_spread(norms: torch.Tensor) -> float:
     """Coefficient of variation of per-layer gradient norms (0: all alike)."""
+    require_tensor("norms", norms, dims=1, finite=True)
     norms = norms.float()
+    if not norms.mean() > 0:  # all zero: no gradient reached the layers, and 0 / 0 is no spread
+        raise LightKDError(f"norms must be gradient norms with a positive mean, got {norms.tolist()}")
     return float(norms.std(unbiased=False) / norms.mean())
 
 

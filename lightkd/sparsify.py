@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import additive_key_mask, attention_with_probs, encoder_layers
-from .common import LightKDError
+from .common import (LightKDError, require_positive_int, require_temperature, require_tensor, require_weight)
 from .distill import soft_target_loss
 from .exercises import check_function
 from .models import ModelOutput, VisionTransformer
@@ -68,6 +68,7 @@ def keep_schedule(rho: float, stages: int = 3) -> list[float]:
 def prune_locations(depth: int, stages: int = 3) -> list[int]:
     """The blocks before which tokens are pruned: evenly spaced, [3, 6, 9] for
     12 blocks and 3 stages (DeiT-S), [1, 2, 3] for 4 blocks."""
+    require_positive_int("depth", depth)
     if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
         raise LightKDError(f"the keep schedule needs at least one stage, got {stages!r}")
     if stages >= depth:
@@ -77,16 +78,21 @@ def prune_locations(depth: int, stages: int = 3) -> list[int]:
 
 
 def _check_locations(locations, depth: int, stages: int) -> list[int]:
-    locations = list(locations)
+    try:
+        locations = list(locations)
+    except TypeError:
+        raise LightKDError(f"locations must be a list of block indices, got {locations!r}") from None
     if len(locations) != stages:
         raise LightKDError(f"need one location per keep ratio: {stages} ratios, {len(locations)} locations")
-    if any(not isinstance(i, int) or not 1 <= i < depth for i in locations) or locations != sorted(set(locations)):
+    if any(isinstance(i, bool) or not isinstance(i, int) or not 1 <= i < depth for i in locations) or locations != sorted(set(locations)):
         raise LightKDError(f"locations must be increasing block indices in [1, {depth - 1}], got {locations}")
     return locations
 
 
 def kept_count(n: int, ratio: float) -> int:
     """How many of ``n`` patches a keep ratio keeps (DynamicViT: int(n * ratio), at least one)."""
+    require_positive_int("n", n)
+    require_rho(ratio, "ratio")
     return max(1, int(n * ratio + 1e-9))
 
 
@@ -94,17 +100,24 @@ def block_flops(tokens: int, dim: int, hidden: int) -> int:
     """Matmul FLOPs (a multiply-add counts 2) of one pre-norm block over
     ``tokens`` tokens: qkv (3 d^2), the output projection (d^2) and the MLP
     (2 d h) per token, plus QK^T and AV (2 n^2 d together) over the token pairs."""
+    require_positive_int("tokens", tokens, minimum=0)
+    require_positive_int("dim", dim)
+    require_positive_int("hidden", hidden)
     n, d, h = tokens, dim, hidden
     return 2 * n * d * (4 * d + 2 * h) + 4 * n * n * d
 
 
 def blocks_flops(tokens_per_block, dim: int, hidden: int) -> int:
     """FLOPs of a stack of blocks, each over its own number of tokens."""
+    if isinstance(tokens_per_block, (int, str)) or not hasattr(tokens_per_block, "__iter__"):
+        raise LightKDError(f"tokens_per_block must be a list of token counts, one per block, got {tokens_per_block!r}")
     return sum(block_flops(n, dim, hidden) for n in tokens_per_block)
 
 
 def dynamicvit_tokens(num_patches: int, depth: int, rho: float, extra: int = 1, stages: int = 3) -> list[int]:
     """Tokens each block sees in DynamicViT's inference (class token included)."""
+    require_positive_int("num_patches", num_patches)
+    require_positive_int("extra", extra, minimum=0)
     ratios, locs = keep_schedule(rho, stages), prune_locations(depth, stages)
     tokens, n = [], num_patches
     for i in range(depth):
@@ -134,6 +147,16 @@ def _gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
+def _require_keep_ratios(keep_ratios) -> list[float]:
+    """A non-empty list of keep ratios, each in (0, 1]."""
+    if isinstance(keep_ratios, (int, float, str)) or not hasattr(keep_ratios, "__iter__"):
+        raise LightKDError(f"keep_ratios must be a list of keep ratios in (0, 1], one per stage, got {keep_ratios!r}")
+    ratios = [require_rho(r, "each keep ratio") for r in keep_ratios]
+    if not ratios:
+        raise LightKDError("keep_ratios is empty: give at least one stage's keep ratio in (0, 1]")
+    return ratios
+
+
 def _check_backbone(backbone) -> VisionTransformer:
     if not isinstance(backbone, VisionTransformer):
         raise LightKDError(f"backbone must be a lightkd.models.VisionTransformer, got {type(backbone).__name__}")
@@ -145,8 +168,13 @@ def gumbel_softmax_hard(logits: torch.Tensor, noise: torch.Tensor | None = None,
     """A hard one-hot sample over the last dimension whose gradient is the soft
     sample's (straight-through): y = one_hot(argmax) - soft.detach() + soft,
     soft = softmax((logits + g) / tau), g ~ Gumbel(0, 1) (``noise`` if given)."""
+    require_temperature("tau", tau)
+    require_tensor("logits", logits, dims=tuple(range(1, 9)))
     if noise is None:
         noise = -torch.empty_like(logits).exponential_().log()
+    elif not isinstance(noise, torch.Tensor) or noise.shape != logits.shape:
+        raise LightKDError(f"noise must be a tensor shaped like logits {tuple(logits.shape)}, got "
+                           f"{tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__}")
     soft = ((logits + noise) / tau).softmax(-1)
     hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
     return hard - soft.detach() + soft
@@ -159,6 +187,7 @@ class TokenPredictor(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
+        require_positive_int("dim", dim, minimum=4)  # the MLP narrows to dim // 4
         self.inp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
         self.out = nn.Sequential(nn.Linear(dim, dim // 2), nn.GELU(), nn.Linear(dim // 2, dim // 4), nn.GELU(),
                                  nn.Linear(dim // 4, 2), nn.LogSoftmax(dim=-1))
@@ -192,14 +221,14 @@ class DynamicViT(nn.Module):
         depth = self.config.depth
         if keep_ratios is None:
             keep_ratios = keep_schedule(rho, 3)
-        keep_ratios = [require_rho(r, "each keep ratio") for r in keep_ratios]
+        keep_ratios = _require_keep_ratios(keep_ratios)
         if len(keep_ratios) >= depth:
             raise LightKDError(f"a keep schedule of {len(keep_ratios)} stages is too long for a backbone of depth "
                                f"{depth}: it needs at most depth - 1 = {depth - 1} stages")
         self.keep_ratios = keep_ratios
         self.locations = (prune_locations(depth, len(keep_ratios)) if locations is None
                           else _check_locations(locations, depth, len(keep_ratios)))
-        self.tau = tau
+        self.tau = require_temperature("tau", tau)  # the Gumbel-softmax's: <= 0 samples the least likely choice
         self.predictors = nn.ModuleList(TokenPredictor(self.config.dim) for _ in keep_ratios)
 
     # training: hard masks, dropped tokens hidden from attention through the policy
@@ -261,7 +290,11 @@ def dynamicvit_loss(teacher, keep_ratios, ratio_weight: float = 2.0, distill_wei
     + distill_weight * KL(teacher || student) on the class token
     + distill_weight * MSE between the kept final tokens and the teacher's.
     ``teacher`` is the unpruned backbone (run without gradients)."""
-    targets = [require_rho(r, "each keep ratio") for r in keep_ratios]
+    targets = _require_keep_ratios(keep_ratios)
+    require_weight("ratio_weight", ratio_weight)
+    require_weight("distill_weight", distill_weight)
+    if not isinstance(teacher, nn.Module):
+        raise LightKDError(f"teacher must be the unpruned backbone (an nn.Module), got {type(teacher).__name__}")
     teacher.eval()
 
     def loss(model, batch):
@@ -304,8 +337,10 @@ class EViT(nn.Module):
         self.config = backbone.config
         self.keep_rate = require_rho(keep_rate, "keep_rate")
         depth = self.config.depth
+        if locations is not None and not hasattr(locations, "__len__"):
+            raise LightKDError(f"locations must be a list of block indices, got {locations!r}")
         self.locations = (prune_locations(depth, stages) if locations is None
-                          else _check_locations(locations, depth, len(list(locations))))
+                          else _check_locations(locations, depth, len(locations)))
         self.fuse = fuse
 
     def forward(self, pixel_values, **_) -> SparseOutput:
@@ -366,6 +401,10 @@ def bipartite_matching(metric: torch.Tensor, r: int):
     token is not passed in: ToMe never merges it.) Returns ``(src, dst,
     unmerged)``: indices into A, into B and into A, shaped (B, r), (B, r),
     (B, |A| - r), ``unmerged`` in increasing order."""
+    require_tensor("metric", metric, dims=3)
+    if metric.shape[1] < 2:
+        raise LightKDError(f"metric must hold at least two tokens (one in A, one in B), got {metric.shape[1]}")
+    require_merge_r(r, metric.shape[1], protected=0)
     metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)
     best, best_b = scores.max(-1)
@@ -378,6 +417,12 @@ def merge_tokens(x: torch.Tensor, size: torch.Tensor, src, dst, unmerged):
     """Merge the A tokens ``src`` into the B tokens ``dst`` by size-weighted
     mean. x (B, N, C), size (B, N, 1). Returns (x, size) with the unmerged A
     tokens first (in order), then B."""
+    require_tensor("x", x, dims=3)
+    require_tensor("size", size, dims=3)
+    if size.shape != (*x.shape[:2], 1):
+        raise LightKDError(f"size must be (batch, tokens, 1) = {(*x.shape[:2], 1)}, got {tuple(size.shape)}")
+    if not (size > 0).all():  # a token standing for no patch would divide its merged mean by zero
+        raise LightKDError("size must be > 0 for every token: it counts the patches a token stands for")
     xa, xb = x[:, ::2] * size[:, ::2], x[:, 1::2] * size[:, 1::2]
     sa, sb = size[:, ::2], size[:, 1::2]
     c = x.shape[-1]
@@ -440,6 +485,12 @@ class ToMe(nn.Module):
 
 def tome_tokens(tokens: int, depth: int, r: int, protected: int = 1) -> list[int]:
     """Tokens each ToMe block's attention sees (its MLP sees the next entry's count)."""
+    require_positive_int("tokens", tokens)
+    require_positive_int("depth", depth)
+    require_positive_int("r", r, minimum=0)
+    require_positive_int("protected", protected, minimum=0)
+    if protected >= tokens:
+        raise LightKDError(f"protected ({protected}) must leave some of the {tokens} tokens to merge")
     out = []
     for _ in range(depth):
         out.append(tokens)
@@ -452,6 +503,7 @@ def text_keep_schedule(rho: float, layers: int) -> list[float]:
     """Share of each sequence's word vectors that layer l keeps after its
     attention: rho^(l+1), a progressive elimination like PoWER-BERT's."""
     rho = require_rho(rho)
+    require_positive_int("layers", layers)
     return [rho ** (l + 1) for l in range(layers)]
 
 

@@ -63,7 +63,8 @@ import torch.nn.functional as F
 
 from . import distill
 from .blocks import BertLayer, additive_key_mask, encoder_layers, layer_map
-from .common import LightKDError
+from .common import (LightKDError, require_indices, require_number, require_positive_int,
+                     require_temperature, require_tensor, require_weight)
 from .models import ModelOutput
 from .train import model_device, to_device
 
@@ -124,6 +125,9 @@ class PyramidExtractor(nn.Module):
     def __init__(self, extractor, grid: int):
         super().__init__()
         from .extractors import STRIDE16_UPTO
+        if not hasattr(extractor, "backbone") or not hasattr(extractor, "prepare"):
+            raise LightKDError(f"extractor must be an extractors.ImageExtractor (extractors.load_extractor), got "
+                               f"{type(extractor).__name__}")
         self.extractor, self.grid = extractor, _check_side(grid, "grid")
         self.name = {"MobileNetV2": "mobilenet_v2", "EfficientNetLite0": "efficientnet_lite0"}.get(
             type(extractor.backbone).__name__)
@@ -164,6 +168,12 @@ def pyramid_tokens(name: str, images: torch.Tensor, *, data: str, image_size: in
     from . import zoo
     if not isinstance(data, str) or not data:
         raise LightKDError(f"data must name the pictures (a non-empty string), got {data!r}")
+    if name not in PYRAMID_EXTRACTORS:
+        raise LightKDError(f"name must be one of {', '.join(map(repr, PYRAMID_EXTRACTORS))} (a convnet with a "
+                           f"stride-16 map), got {name!r}")
+    require_tensor("images", images, dims=4)
+    require_positive_int("image_size", image_size, minimum=32)
+    _check_side(grid, "grid")
     pixels = images.detach().contiguous().cpu()
     spec = {"extractor": name, "image_size": image_size, "grid": grid, "data": data, "n": len(pixels),
             "pixels": hashlib.sha1(pixels.numpy().tobytes()).hexdigest()[:16], "pyramid": "s16+s32", "version": 1}
@@ -177,6 +187,9 @@ def pyramid_tokens(name: str, images: torch.Tensor, *, data: str, image_size: in
 
     tensors, info = zoo.cached_tensors("vlm-pyramid-tokens", spec, compute)
     return tensors["tokens"].float(), info
+
+
+PYRAMID_EXTRACTORS = ("mobilenet_v2", "efficientnet_lite0")  # the convnets PyramidExtractor reads two levels of
 
 
 # ------------------------------------------------------------ 2. the fusion model
@@ -196,9 +209,10 @@ class FusionVLM(nn.Module):
     def __init__(self, visual_dim: int, num_answers: int, *, vocab_size: int = 30522, hidden: int = 384,
                  layers: int = 6, heads: int = 12, intermediate: int = 1536, max_positions: int = 512):
         super().__init__()
-        for name, value in (("visual_dim", visual_dim), ("num_answers", num_answers), ("layers", layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LightKDError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in (("visual_dim", visual_dim), ("num_answers", num_answers), ("layers", layers),
+                            ("vocab_size", vocab_size), ("hidden", hidden), ("heads", heads),
+                            ("intermediate", intermediate), ("max_positions", max_positions)):
+            require_positive_int(name, value)
         self.visual_dim, self.num_answers, self.hidden = visual_dim, num_answers, hidden
         self.max_text = max_positions
         self.word = nn.Embedding(vocab_size, hidden)
@@ -272,6 +286,9 @@ class FusionVLM(nn.Module):
                                f"got {getattr(input_ids, 'shape', type(input_ids).__name__)}")
         if input_ids.shape[1] > self.max_text:
             raise LightKDError(f"input_ids has {input_ids.shape[1]} word pieces; this model takes at most {self.max_text}")
+        if input_ids.is_floating_point() or (input_ids.numel() and (
+                input_ids.min() < 0 or input_ids.max() >= self.word.num_embeddings)):
+            raise LightKDError(f"input_ids must be integer word-piece ids in 0..{self.word.num_embeddings - 1}")
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise LightKDError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids "
                                f"{tuple(input_ids.shape)}")
@@ -333,6 +350,13 @@ class VLMPipeline(nn.Module):
 
     def __init__(self, extractor: nn.Module, fusion: FusionVLM, image_size: int = 64, grid: int | None = None):
         super().__init__()
+        if not isinstance(fusion, FusionVLM):
+            raise LightKDError(f"fusion must be a FusionVLM, got {type(fusion).__name__}")
+        if not callable(extractor):
+            raise LightKDError(f"extractor must turn pictures into visual tokens, got {type(extractor).__name__}")
+        require_positive_int("image_size", image_size)
+        if grid is not None:
+            _check_side(grid, "grid")
         self.extractor, self.fusion, self.image_size, self.grid = extractor, fusion, image_size, grid
 
     def check_images(self, images) -> None:
@@ -389,6 +413,7 @@ def encode_questions(tokenizer, questions, max_length: int = MAX_QUESTION_TOKENS
     """Word pieces of every question, padded to the longest: input_ids and
     attention_mask (N, L). A question longer than ``max_length`` pieces
     ([CLS] and [SEP] included) is an error, not silently cut."""
+    require_positive_int("max_length", max_length, minimum=2)  # [CLS] and [SEP] at least
     if isinstance(questions, str) or not hasattr(questions, "__len__"):
         raise LightKDError("questions must be a list of strings")
     if len(questions) == 0:
@@ -428,6 +453,11 @@ class VQABatches:
 
     def __init__(self, visual, image_index, input_ids, attention_mask, labels, *, batch_size: int = 32,
                  shuffle: bool = False, seed: int = 0, targets: dict | None = None):
+        for name, t, dims in (("visual", visual, 3), ("image_index", image_index, 1), ("input_ids", input_ids, 2),
+                              ("attention_mask", attention_mask, 2), ("labels", labels, 1)):
+            require_tensor(name, t, dims=dims)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise LightKDError(f"seed must be an integer, got {seed!r}")
         n = len(labels)
         if n == 0:
             raise LightKDError("labels is empty: there are no questions to batch")
@@ -472,6 +502,9 @@ def student_positions(teacher_visual: int, student_visual: int, text_length: int
     0..v-1, the word pieces get the word pieces. With aligned tokens (same
     count) this is the identity; without, token i of the student and token i
     of the teacher cover different regions."""
+    require_positive_int("teacher_visual", teacher_visual)
+    require_positive_int("student_visual", student_visual)
+    require_positive_int("text_length", text_length, minimum=0)
     if student_visual > teacher_visual:
         raise LightKDError(f"the student has more visual tokens ({student_visual}) than the teacher ({teacher_visual})")
     return torch.cat([torch.arange(student_visual), teacher_visual + torch.arange(text_length)])
@@ -489,6 +522,13 @@ def teacher_targets(teacher: FusionVLM, batches: VQABatches, student_visual: int
     - ``attention`` (N, len(layers), heads, S, S): those layers' attention,
       restricted to the student's positions and renormalised over them.
     Stored as float16."""
+    if not isinstance(teacher, FusionVLM):
+        raise LightKDError(f"teacher must be a FusionVLM, got {type(teacher).__name__}")
+    if not isinstance(batches, VQABatches):
+        raise LightKDError(f"batches must be VQABatches over every training question, got {type(batches).__name__}")
+    require_positive_int("student_visual", student_visual)
+    # 1-based: layer j is hidden_states[j]; 0 would pair the embeddings with the last layer's attention
+    layers = require_indices("layers", layers, 1, len(teacher.layers))
     teacher.eval()
     device = model_device(teacher)
     length = batches.input_ids.shape[1]
@@ -538,6 +578,12 @@ def distilvlm_loss(student_out: ModelOutput, batch: dict, *, temperature: float 
     layers' attention rows (summed over keys, averaged over heads and real
     tokens). The teacher's part comes from ``teacher_targets`` through the
     batch (``t_logits``, ``t_hidden``, ``t_attention``)."""
+    require_temperature("temperature", temperature)
+    for name, weight in (("kd", kd), ("hidden", hidden), ("attention", attention)):
+        require_weight(name, weight)
+    if not isinstance(batch, dict) or not all(k in batch for k in ("labels", "visual", "input_ids", "attention_mask")):
+        raise LightKDError("batch must be one of VQABatches' batches (labels, visual, input_ids, attention_mask)")
+    require_tensor("batch['labels']", batch["labels"], dims=1)
     labels = batch["labels"]
     logits = student_out.logits
     ce = labelled_cross_entropy(logits, labels)
@@ -546,6 +592,14 @@ def distilvlm_loss(student_out: ModelOutput, batch: dict, *, temperature: float 
                            "with targets=teacher_targets(...)")
     if student_out.hidden_states is None or student_out.attentions is None:
         raise LightKDError("run the student with output_hidden_states=True and output_attentions=True")
+    t_layers = batch["t_hidden"].shape[1] - 1
+    if len(student_out.hidden_states) != t_layers + 1 or len(student_out.attentions) != t_layers:
+        raise LightKDError(f"the teacher targets hold {t_layers} layer(s) (t_hidden) but the student has "
+                           f"{len(student_out.attentions)}: build them with one teacher layer per student layer")
+    if batch["t_hidden"].shape[-1] != student_out.hidden_states[0].shape[-1] or \
+            batch["t_attention"].shape[2] != student_out.attentions[0].shape[1]:
+        raise LightKDError(f"t_hidden / t_attention ({tuple(batch['t_hidden'].shape)}, "
+                           f"{tuple(batch['t_attention'].shape)}) do not match the student's width and heads")
     v = batch["visual"].shape[1]
     s = v + batch["input_ids"].shape[1]
     mask = torch.cat([torch.ones(len(labels), v, device=labels.device),
@@ -564,12 +618,27 @@ def distilvlm_loss(student_out: ModelOutput, batch: dict, *, temperature: float 
     return total, {"ce": ce.item(), "kd": kl.item(), "hidden": hid.item(), "attention": att.item()}
 
 
+LOSS_WEIGHTS = ("temperature", "kd", "hidden", "attention")  # what distilvlm_loss takes besides the batch
+
+
+def _require_loss_weights(weights: dict) -> None:
+    unknown = sorted(set(weights) - set(LOSS_WEIGHTS))
+    if unknown:
+        raise LightKDError(f"unknown loss weight {unknown[0]!r}; distilvlm_loss takes {', '.join(LOSS_WEIGHTS)}")
+    if "temperature" in weights:
+        require_temperature("temperature", weights["temperature"])
+    for name in ("kd", "hidden", "attention"):
+        if name in weights:
+            require_weight(name, weights[name])
+
+
 def vqa_loss(model: FusionVLM, batch: dict, mode: str = "labels", **weights) -> tuple[torch.Tensor, dict]:
     """The training loss of one arm: ``labels`` (cross-entropy only) or a
     distillation arm (``unaligned`` / ``aligned``: the batches carry the
     matching teacher targets)."""
     if mode not in MODES:
         raise LightKDError(f"unknown mode {mode!r}; choose one of {', '.join(map(repr, MODES))}")
+    _require_loss_weights(weights)
     distil = mode != "labels"
     out = model(batch["visual"], batch["input_ids"], batch["attention_mask"],
                 output_hidden_states=distil, output_attentions=distil)
@@ -584,6 +653,7 @@ def arm_loss(mode: str = "labels", **weights):
     (for ``train.fit``; the name, which holds the weights, joins a cache key)."""
     if mode not in MODES:
         raise LightKDError(f"unknown mode {mode!r}; choose one of {', '.join(map(repr, MODES))}")
+    _require_loss_weights(weights)
 
     def loss(model, batch):
         return vqa_loss(model, batch, mode, **weights)
@@ -609,11 +679,14 @@ def text_features(bert, tokenizer, texts, layers: int, *, data: str | None, batc
     caching (a typed query)."""
     import hashlib
     from . import zoo
+    if isinstance(texts, str) or not hasattr(texts, "__iter__"):
+        raise LightKDError("texts must be a non-empty list of non-empty strings")
     texts = list(texts)
     if not texts or not all(isinstance(t, str) and t for t in texts):
         raise LightKDError("texts must be a non-empty list of non-empty strings")
+    require_positive_int("batch_size", batch_size)
     depth = bert.config.num_hidden_layers
-    if not isinstance(layers, int) or not 1 <= layers <= depth:
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= depth:
         raise LightKDError(f"layers must be an integer in 1..{depth} (the model's depth), got {layers!r}")
     spec = {"model": bert.config.name_or_path or "bert", "width": bert.config.hidden_size, "layers": layers,
             "data": data, "n": len(texts), "texts": hashlib.sha1("\n".join(texts).encode()).hexdigest()[:16],
@@ -649,8 +722,7 @@ class DualEncoder(nn.Module):
     def __init__(self, image_dim: int, text_dim: int, dim: int = 256):
         super().__init__()
         for name, v in (("image_dim", image_dim), ("text_dim", text_dim), ("dim", dim)):
-            if not isinstance(v, int) or v < 1:
-                raise LightKDError(f"{name} must be a positive integer, got {v!r}")
+            require_positive_int(name, v)
         self.image_head = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, dim))
         self.text_head = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
@@ -668,6 +740,9 @@ class DualEncoder(nn.Module):
 def contrastive_loss(scores: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE: text i should pick picture i among the batch's
     pictures, and picture i text i (the mean of the two cross-entropies)."""
+    require_tensor("scores", scores, dims=2)
+    if scores.shape[0] != scores.shape[1]:
+        raise LightKDError(f"scores must be square (texts x pictures, pair i on the diagonal), got {tuple(scores.shape)}")
     target = torch.arange(len(scores), device=scores.device)
     return (F.cross_entropy(scores, target) + F.cross_entropy(scores.T, target)) / 2
 
@@ -677,6 +752,12 @@ def similarity_kd_loss(student_scores: torch.Tensor, teacher_scores: torch.Tenso
     """The teacher's image-text scores over the batch as soft targets, in
     both directions (text to pictures, picture to texts): KL(teacher ||
     student) at ``temperature``, times T^2 as in Hinton et al."""
+    require_tensor("student_scores", student_scores, dims=2)
+    require_tensor("teacher_scores", teacher_scores, dims=2)
+    require_temperature("temperature", temperature)
+    if min(student_scores.shape) < 2:
+        raise LightKDError(f"student_scores must compare at least two texts with two pictures, got "
+                           f"{tuple(student_scores.shape)}: one candidate leaves nothing to rank")
     if student_scores.shape != teacher_scores.shape:
         raise LightKDError(f"student and teacher scores must have one shape, got {tuple(student_scores.shape)} "
                            f"and {tuple(teacher_scores.shape)}")
@@ -699,7 +780,13 @@ def train_dual(image_features: torch.Tensor, text_features: torch.Tensor, *, ste
         raise LightKDError(f"batch_size must be an integer >= 2 (a batch is its own negatives), got {batch_size!r}")
     if not isinstance(steps, int) or steps < 1:
         raise LightKDError(f"steps must be a positive integer, got {steps!r}")
-    if not 0.0 <= kd <= 1.0 or (kd > 0 and teacher is None):
+    require_number("lr", lr, low=0, low_open=True)
+    require_temperature("temperature", temperature)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise LightKDError(f"seed must be an integer, got {seed!r}")
+    if teacher is not None and (not isinstance(teacher, (tuple, list)) or len(teacher) != 3):
+        raise LightKDError("teacher must be (trained DualEncoder, its image features, its text features)")
+    if isinstance(kd, bool) or not isinstance(kd, (int, float)) or not 0.0 <= kd <= 1.0 or (kd > 0 and teacher is None):
         raise LightKDError(f"kd must be in [0, 1] and needs a teacher, got kd={kd!r} with "
                            f"{'no' if teacher is None else 'a'} teacher")
     if teacher is not None:

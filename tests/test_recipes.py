@@ -98,12 +98,47 @@ def test_all_tiny_under_accelerate_on_two_cpu_processes(tmp_path):
     (["teacher", "--tiny", "--set", "lr=fast"], "option 'lr' takes a float"),
     (["teacher", "--tiny", "--set", "lr"], "--set takes key=value"),
     (["all", "--tiny", "--set", "lr=0.1"], "--set changes one recipe's options"),
+    (["teacher", "--tiny", "--set", "train_size=-10"], "option 'train_size' must be an integer >= 1"),
+    (["teacher", "--tiny", "--set", "model=no/such/folder"], "there is no folder"),
+    (["prune", "--tiny", "--set", "sparsity=1.5"], "option 'sparsity' must be a share in [0, 1]"),
+    (["deit", "--tiny", "--set", "lr=NaN"], "option 'lr' must be a finite number"),
 ])
 def test_bad_command_lines_exit_2_with_one_message(argv, message, capsys, tmp_path):
     assert main(argv + ["--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not list(tmp_path.iterdir()), "nothing runs after a bad command line"
+
+
+def test_an_out_that_is_a_file_fails_before_training(capsys, tmp_path):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    assert main(["teacher", "--tiny", "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and "Traceback" not in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.txt"]
+
+
+def test_an_unexpected_failure_is_one_line_and_exit_1(capsys, tmp_path, monkeypatch):
+    import dataclasses
+
+    def broken(config, out):
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+    monkeypatch.setitem(RECIPES, "teacher", dataclasses.replace(RECIPES["teacher"], run=broken))
+    assert main(["teacher", "--tiny", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeError: CUDA out of memory. Tried to allocate" in err
+    assert "Traceback" in (tmp_path / "error-traceback.txt").read_text()
+
+
+def test_every_preset_is_within_the_option_ranges():
+    """The ranges the command line enforces admit every value the recipes ship with."""
+    from lightkd.recipes.base import _check_range, _options
+    for name, recipe in RECIPES.items():
+        for preset in recipe.presets.values():
+            for key, value in _options(preset).items():
+                if value is not None:
+                    _check_range(name, key, value, [_options(p).get(key) for p in recipe.presets.values()])
 
 
 def test_bad_recipe_name_from_the_shell(tmp_path):

@@ -13,7 +13,9 @@ lives in their recipe) or ``tiny`` (seconds on a CPU; ``--tiny`` for short).
 ``train_size=null``, ``augment=false``), else as text (``teacher=out/teacher``).
 Under ``accelerate launch --num_processes N`` every process runs the recipe
 and rank 0 alone writes and prints. A mistake on the command line is one
-message and exit status 2, never a traceback.
+message and exit status 2, never a traceback; every option is checked before
+anything trains. Any other failure is one line and exit status 1 (its
+traceback goes to ``OUT/error-traceback.txt``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import sys
 import time
 
 from ..common import LightKDError
+from ..results import require_output_folder
 from ..scales import SCALES, require_scale
 
 
@@ -73,6 +76,7 @@ def chosen_scale(args) -> str:
 
 
 def main(argv=None) -> int:
+    args = None
     try:
         args = parser().parse_args(sys.argv[1:] if argv is None else argv)
         from . import RECIPES
@@ -97,6 +101,7 @@ def main(argv=None) -> int:
                 print(f"lightkd.recipes: {', '.join(skipped)} have no {scale} scale yet; skipped", flush=True)
         for name in names:  # check every configuration before the first one trains
             RECIPES[name].config(scale, **overrides)
+        require_output_folder(args.out)
         if is_main_process():
             from ..train import world_size
             print(f"lightkd.recipes: {', '.join(names)} on {world_size()} process(es)", flush=True)
@@ -110,9 +115,35 @@ def main(argv=None) -> int:
                 print(f"{name}: {time.perf_counter() - start:.1f} s; accuracy {shown or '-'} -> {args.out}/{name}.json",
                       flush=True)
     except LightKDError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a disk, the hub, a GPU or a bug: one line here, the traceback in a file
+        where = _save_traceback(args)
+        print(f"error: {type(e).__name__}: {_one_line(e)}" + (f" (traceback in {where})" if where else ""),
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _save_traceback(args) -> str | None:
+    """Write the traceback being handled to ``<out>/error-traceback.txt``; its path, or None."""
+    import traceback
+    try:
+        path = os.path.join(getattr(args, "out", None) or ".", "error-traceback.txt")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            f.write(traceback.format_exc())
+        return path
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import ast
 import dataclasses
 import hashlib
 import inspect
-import json
+import math
 import os
 import sys
 import tempfile
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..common import LightKDError
+from ..results import read_results_file, require_output_folder
 from ..scales import SCALES
 
 
@@ -66,7 +67,9 @@ class Recipe:
                                f"it takes {', '.join(sorted(options))}")
         for key, value in overrides.items():
             if value is not None:
-                _check_kind(self.name, key, value, [_options(p).get(key) for p in self.presets.values()])
+                defaults = [_options(p).get(key) for p in self.presets.values()]
+                _check_kind(self.name, key, value, defaults)
+                _check_range(self.name, key, value, defaults)
         if dataclasses.is_dataclass(preset):
             return dataclasses.replace(preset, **overrides)
         return {**options, **overrides}  # None too: "max_steps=null" means "by epochs", "train_size=null" "all of it"
@@ -75,18 +78,20 @@ class Recipe:
                  **overrides) -> dict:
         """Run with the checked options; returns what ``out/<name>.json`` holds."""
         config = self.config(scale, tiny=tiny, **overrides)
+        require_output_folder(out)  # before any training: a file in the way would fail only at the end
         if is_main_process():
             return self._run(config, Path(out))
         with tempfile.TemporaryDirectory(prefix=f"lightkd-{self.name}-") as scratch:
             return self._run(config, Path(scratch))
 
     def _run(self, config: dict, out: Path) -> dict:
+        out.mkdir(parents=True, exist_ok=True)  # some runs write there (ONNX files) before their results file
         self.run(config, out)
         path = out / f"{self.name}.json"
         if not path.exists():
             raise LightKDError(f"recipe {self.name!r} wrote no {path.name}: its run must save a Recorder "
                                f"(Recorder(chapter, out=out, name={self.name!r}))")
-        return json.loads(path.read_text())
+        return read_results_file(path)
 
 
 def _options(preset) -> dict:
@@ -108,6 +113,48 @@ def _check_kind(recipe: str, key: str, value, defaults) -> None:
         raise LightKDError(f"recipe {recipe!r}: option {key!r} takes a {want}, got {value!r}")
 
 
+# Every number option is finite and >= 0 (seed excepted); these have a narrower range.
+COUNTS = {"batch_size", "max_length", "max_steps", "epochs", "layers", "student_layers", "teacher_layers", "seeds",
+          "heads", "dim", "depth", "patch_size", "repeats", "copies", "intermediate", "hidden", "groups",
+          "embedding_size", "intra_ratio", "train_size", "eval_size", "dev_size", "test_size", "n_images",
+          "n_questions", "corpus_size", "transfer_steps", "importance_batches", "evals_per_epoch", "min_eval_steps",
+          "patience", "latency_rounds", "student_grid", "teacher_grid", "student_image_size", "teacher_image_size",
+          "intermediate_epochs", "prediction_epochs", "transfer_epochs"}   # integers >= 1 (where the presets hold integers)
+FRACTIONS = {"alpha", "sparsity", "head_fraction", "ffn_fraction", "recover_fraction", "warmup_ratio",
+             "labelled_fraction", "rho"}                                      # shares, in [0, 1]
+POSITIVE = {"lr", "transfer_lr", "prediction_lr", "temperature", "tau", "predictor_lr_scale", "max_epochs",
+            "small_max_epochs", "mlp_ratio", "epochs"}                     # > 0
+MODEL_OPTIONS = {"model", "teacher", "student", "bert", "backbone", "data"}  # a name, a hub id or a folder
+
+
+def _check_range(recipe: str, key: str, value, defaults) -> None:
+    """The option's value within its range, checked before anything trains (``--set train_size=-10``
+    would otherwise train on all but the last ten sentences)."""
+    def refuse(want: str):
+        raise LightKDError(f"recipe {recipe!r}: option {key!r} must be {want}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            refuse("a finite number")
+        integers = any(isinstance(d, int) and not isinstance(d, bool) for d in defaults)
+        if key in COUNTS and integers and value < 1:
+            refuse("an integer >= 1" + (" or null" if None in defaults else ""))
+        if key in FRACTIONS and not 0 <= value <= 1:
+            refuse("a share in [0, 1]")
+        if key in POSITIVE and value <= 0:
+            refuse("a number > 0")
+        if key != "seed" and value < 0:
+            refuse("a number >= 0")
+    if key in MODEL_OPTIONS and isinstance(value, str) and _looks_like_a_path(value) and \
+            not os.path.isdir(os.path.expanduser(value)):
+        refuse("a name, a hub id (namespace/name) or an existing folder; there is no folder "
+               f"{os.path.abspath(os.path.expanduser(value))}")
+
+
+def _looks_like_a_path(value: str) -> bool:
+    """A folder, not a hub id: a hub id is ``name`` or ``namespace/name``, never more."""
+    return value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value
+
+
 def is_main_process() -> bool:
     """Rank 0 of a distributed run (``accelerate launch``, ``torchrun``), or the only process."""
     import torch.distributed as dist
@@ -119,7 +166,7 @@ def is_main_process() -> bool:
 def saved(rec) -> dict:
     """Write a recipe's results file (its Recorder was made with ``out=`` and ``name=``) and
     return what it holds. Every process writes: ``Recipe.__call__`` gives the others a scratch folder."""
-    return json.loads(rec.save().read_text())
+    return read_results_file(rec.save())
 
 
 def device():

@@ -45,7 +45,7 @@ def from_hub(loader, name: str, **kwargs):
     one message instead of a traceback when it is not there."""
     try:
         return loader.from_pretrained(name, **kwargs)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: transformers' word for a name that is no hub id (a/b/c)
         raise SourceMissing(f"could not load {name!r} ({str(e).splitlines()[0]}); it needs the Hugging Face hub "
                             "or a local copy (a folder such as the teacher recipe's OUT/teacher)") from None
 

@@ -27,6 +27,7 @@ from ..common import LightKDError, set_seed
 from ..data import ImageSplit, TextSplit
 from ..results import Recorder
 from .base import Recipe, saved
+from .text import from_hub
 from .base import device as _device  # this process's device: Accelerate's GPU, or the CPU
 
 LOCAL_IMAGES = ("digits", "fashion_mnist")   # lightkd's offline image sets; anything else is a hub id or folder
@@ -82,7 +83,7 @@ def image_task(cfg: dict, processor_id: str | None = None) -> dict:
     from transformers import AutoImageProcessor
     rows = (datasets.load_dataset("imagefolder", data_dir=name) if Path(name).is_dir()
             else datasets.load_dataset(name))
-    processor = AutoImageProcessor.from_pretrained(processor_id)
+    processor = from_hub(AutoImageProcessor, processor_id)
     loader = lambda split, shuffle, seed=0: torch.utils.data.DataLoader(
         HubImages(rows[split], processor), batch_size=cfg["batch_size"], shuffle=shuffle,
         num_workers=cfg.get("num_workers", 8), generator=torch.Generator().manual_seed(seed), drop_last=shuffle)
@@ -107,7 +108,7 @@ def image_teacher(cfg: dict, task: dict):
     trained here for ``teacher_steps`` steps (``"cnn"``)."""
     if cfg["teacher"] != "cnn":
         from transformers import AutoModelForImageClassification
-        return AutoModelForImageClassification.from_pretrained(cfg["teacher"]).to(_device()).eval()
+        return from_hub(AutoModelForImageClassification, cfg["teacher"]).to(_device()).eval()
     set_seed(cfg["seed"])   # weights decided by the seed, not by what ran before in this process
     cnn = models.SmallCNN(num_classes=task["num_classes"], in_channels=task["channels"], width=8, hidden=32,
                           image_size=task["image_size"])
@@ -121,7 +122,7 @@ def vit_backbone(cfg: dict, task: dict) -> models.VisionTransformer:
     shape trained here on labels for ``backbone_steps`` steps (``"train"``)."""
     if cfg["backbone"] != "train":
         from transformers import AutoModelForImageClassification
-        hf = AutoModelForImageClassification.from_pretrained(cfg["backbone"])
+        hf = from_hub(AutoModelForImageClassification, cfg["backbone"])
         return models.from_transformers(hf).to(_device())
     set_seed(cfg["seed"])
     model = models.VisionTransformer(vit_config(cfg, task))

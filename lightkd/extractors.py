@@ -138,6 +138,8 @@ class InvertedResidual(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int, expand: int):
         super().__init__()
+        for name, value in (("cin", cin), ("cout", cout), ("stride", stride), ("expand", expand)):
+            require_positive_int(name, value)
         hidden = cin * expand
         layers = [_conv_bn(cin, hidden)] if expand != 1 else []
         layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden),
@@ -195,6 +197,8 @@ class MBConv(nn.Module):
 
     def __init__(self, cin: int, cout: int, k: int, stride: int, expand: int):
         super().__init__()
+        for name, value in (("cin", cin), ("cout", cout), ("k", k), ("stride", stride), ("expand", expand)):
+            require_positive_int(name, value)
         hidden = cin * expand
         if expand != 1:
             self._expand_conv = SameConv2d(cin, hidden, 1, bias=False)

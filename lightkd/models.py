@@ -159,9 +159,9 @@ def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor | None, eps: flo
     underflow towards the ``eps`` terms and the masked pass would drift from
     a pass over the kept tokens alone.
     """
+    require_tensor("scores", scores, dims=4, nonempty=False)
     if key_mask is None:
         return scores.softmax(-1)
-    require_tensor("scores", scores, dims=4, nonempty=False)
     require_tensor("key_mask", key_mask, nonempty=False)
     n = scores.shape[-1]
     if key_mask.shape != (scores.shape[0], n):
@@ -208,6 +208,8 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
         super().__init__()
+        require_positive_int("dim", dim)
+        require_positive_int("hidden", hidden)
         self.fc1, self.fc2, self.drop = nn.Linear(dim, hidden), nn.Linear(hidden, dim), nn.Dropout(dropout)
 
     def forward(self, x):
@@ -219,6 +221,8 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0):
         super().__init__()
+        require_positive_int("dim", dim)
+        require_number("mlp_ratio", mlp_ratio, low=0, low_open=True)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = Attention(dim, heads, dropout)
         self.mlp = MLP(dim, int(dim * mlp_ratio), dropout)
@@ -397,7 +401,7 @@ def attention_rollout(attentions, num_extra_tokens: int = 1, token: int = 0) -> 
     """Abnar and Zuidema's rollout: average the heads, add the identity for the
     residual path, renormalise, multiply through the layers. Returns how much
     ``token`` (default the class token) draws from each patch: (B, num_patches)."""
-    if not attentions or attentions[0] is None:
+    if not isinstance(attentions, (list, tuple)) or not attentions or attentions[0] is None:
         raise LightKDError("no attentions: call the model with output_attentions=True")
     shape = tuple(attentions[0].shape)
     for a in attentions:

@@ -280,6 +280,8 @@ class Recorder:
 
 def require_output_folder(out) -> Path:
     """A folder results can be written into: it exists as a folder, or can be made (no file in the way)."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise LightKDError(f"out must be a folder (a path), got {out!r}")
     out = Path(out)
     blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
@@ -296,7 +298,11 @@ def read_results_file(path) -> dict:
     """A results file, checked: it must decode, hold ``metrics``, and match the checksum ``save``
     recorded in it (files written before checksums have none and are read as they are). A damaged
     file is an error that says to write it again; it is never read into a table."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise LightKDError(f"path must name a results file, got {path!r}")
     path = Path(path)
+    if not path.is_file():
+        raise LightKDError(f"there is no results file {path}")
     try:
         payload = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -474,10 +480,11 @@ def median_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     order statistics (the number of values below the median is binomial with
     p = 1/2). For per-round latency ratios: a burst of load in one round moves
     the mean and the t interval, not the median."""
-    x = np.sort(_numbers("values", values))
+    x = _numbers("values", values)
     if x.ndim != 1 or not np.isfinite(x).all():
         raise LightKDError(f"values must be finite numbers, got {values!r}")
     require_number("level", level, low=0, high=1, low_open=True, high_open=True)
+    x = np.sort(x)
     n, tail = len(x), (1 - level) / 2
     below = [math.comb(n, i) / 2 ** n for i in range(n + 1)]
     k = 0  # the interval [x_(k+1), x_(n-k)] misses the median with probability 2 P(B <= k)

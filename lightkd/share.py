@@ -322,6 +322,8 @@ def albert_config(config: SharedConfig):
 
 def from_albert(albert) -> SharedEncoder:
     """A ``SharedEncoder`` holding the weights of transformers' ``AlbertModel``."""
+    if not isinstance(albert, nn.Module) or not hasattr(albert, "config"):
+        raise LightKDError(f"albert must be a transformers AlbertModel, got {type(albert).__name__}")
     c = albert.config
     if getattr(c, "inner_group_num", 1) != 1:
         raise LightKDError("only inner_group_num = 1 (ALBERT's released configs) is supported")
@@ -366,7 +368,9 @@ class FactorizedEmbedding(nn.Module):
     @classmethod
     def from_weight(cls, weight: torch.Tensor, embedding_size: int) -> "FactorizedEmbedding":
         """The best rank-E approximation of a V x H table (truncated SVD: U_E S_E and V_E^T)."""
-        V, H = weight.shape
+        V, H = require_tensor("weight", weight, dims=2).shape
+        if not weight.detach().float().square().sum() > 0:  # nothing to approximate, and its energy is 0 / 0
+            raise LightKDError("weight is all zero (or not finite): there is no table to factorize")
         module = cls(V, embedding_size, H)
         left, right = low_rank(weight, embedding_size)
         with torch.no_grad():
@@ -395,6 +399,8 @@ def factorized_params(vocab_size: int, embedding_size: int, hidden_size: int) ->
 def factorize_embeddings(model: nn.Module, embedding_size: int) -> nn.Module:
     """Replace a transformers model's word-embedding table (in place) by a
     ``FactorizedEmbedding`` initialised from the table's truncated SVD."""
+    if not callable(getattr(model, "get_input_embeddings", None)):
+        raise LightKDError(f"model must be a transformers model (it has get_input_embeddings), got {type(model).__name__}")
     table = model.get_input_embeddings()
     if not isinstance(table, nn.Embedding):
         raise LightKDError(f"the model's input embedding is a {type(table).__name__}, not an nn.Embedding")
@@ -533,6 +539,8 @@ class MiniBlock(nn.Module):
 
     def __init__(self, attn: Attention, mlp: MLP, config: MiniViTConfig):
         super().__init__()
+        if not isinstance(attn, Attention) or not isinstance(mlp, MLP) or not isinstance(config, MiniViTConfig):
+            raise LightKDError("MiniBlock takes a shared models.Attention, a shared models.MLP and a MiniViTConfig")
         c = config
         self.norm1, self.norm2 = nn.LayerNorm(c.dim), nn.LayerNorm(c.dim)
         self.attn, self.mlp = attn, mlp  # shared: the same modules sit in several MiniBlocks
@@ -793,6 +801,9 @@ def gradient_spread(norms: torch.Tensor) -> float:
 def consecutive_similarity(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     """Cosine similarity between the outputs of layers k and k + 1 (k = 1..L-1),
     averaged over tokens and images: (L - 1,) values."""
+    if not isinstance(model, nn.Module):
+        raise LightKDError(f"model must be a lightkd ViT, got {type(model).__name__}")
+    require_tensor("pixel_values", pixel_values, dims=4)
     model.eval()
     pixel_values = pixel_values.to(model_device(model))
     hidden = model(pixel_values=pixel_values, output_hidden_states=True).hidden_states[1:]

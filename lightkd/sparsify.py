@@ -436,6 +436,7 @@ def merge_tokens(x: torch.Tensor, size: torch.Tensor, src, dst, unmerged):
 
 def merge_sources(source: torch.Tensor, src, dst, unmerged):
     """Track which original patches each token holds: source (B, N, N0) 0/1."""
+    require_tensor("source", source, dims=3)
     sa, sb = source[:, ::2], source[:, 1::2]
     sb = sb.scatter_add(1, dst.unsqueeze(-1).expand(-1, -1, sb.shape[-1]), _gather_tokens(sa, src))
     return torch.cat([_gather_tokens(sa, unmerged), sb], dim=1)
@@ -594,6 +595,7 @@ def matching_pairs(metric: torch.Tensor, r: int):
     """One ToMe step for one image's patch tokens, as positions in the sequence:
     (src, dst) LongTensors of length r, sorted by src: token src[i] merges into
     token dst[i]. metric (N, C); A = even positions, B = odd positions."""
+    require_tensor("metric", metric, dims=2)
     src, dst, _ = bipartite_matching(metric[None], r)
     src, dst = 2 * src[0], 2 * dst[0] + 1
     order = src.argsort()

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from . import distill, train, zoo
 from .blocks import LAYER_MAPS, key_mask, layer_map, low_rank, require_rank
-from .common import LightKDError, cache_dir, cached_file, default_seed, set_seed
+from .common import LightKDError, cache_dir, cached_file, default_seed, require_tensor, set_seed
 from .data import TextSplit, load_word_vectors, text_batches
 from .exercises import check_function
 
@@ -55,6 +55,7 @@ def attention_loss(student_scores, teacher_scores, mask=None) -> torch.Tensor:
     The mean runs over the rows of real query tokens (the official code also
     averages over padded query rows; without padding the two are equal).
     """
+    require_tensor("student_scores", student_scores, dims=4)  # an empty batch: the mean of nothing is NaN
     if student_scores.shape != teacher_scores.shape:
         raise LightKDError(f"attention scores {tuple(student_scores.shape)} vs {tuple(teacher_scores.shape)}: "
                            "the attention loss compares head by head, so the student needs the teacher's "

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .common import LightKDError, require_positive_int
+from .common import LightKDError, require_positive_int, require_tensor
 from .data import ImageBatches
 from .distill import require_alpha, require_temperature, soft_target_loss
 from .exercises import check_function
@@ -180,6 +180,11 @@ def soft_distillation_loss(student_logits, teacher_logits, tau: float = 1.0, red
 
 def hard_distillation_loss(student_logits, teacher_logits):
     """Cross-entropy against the teacher's argmax: the teacher's decision as a label."""
+    require_tensor("student_logits", student_logits, dims=2)  # an empty batch: the mean of nothing is NaN
+    require_tensor("teacher_logits", teacher_logits, dims=2)
+    if student_logits.shape != teacher_logits.shape:
+        raise LightKDError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
+                           f"{tuple(teacher_logits.shape)} must have one (batch, classes) shape")
     return F.cross_entropy(student_logits.float(), teacher_logits.argmax(-1))
 
 
@@ -199,6 +204,7 @@ def deit_loss(cls_logits, labels, dist_logits=None, teacher_logits=None, kind: s
     alpha = require_alpha(alpha)
     if kind not in DISTILLATION_KINDS:
         raise LightKDError(f"kind must be one of {DISTILLATION_KINDS}, got {kind!r}")
+    require_tensor("cls_logits", cls_logits, dims=2)  # an empty batch: the mean of nothing is NaN
     ce = F.cross_entropy(cls_logits.float(), labels)
     if kind == "none":
         return ce, {"ce": ce.item()}

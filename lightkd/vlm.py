@@ -82,8 +82,11 @@ def _check_side(side, name: str = "side") -> int:
 
 def grid_side(num_tokens: int, name: str = "visual") -> int:
     """The side of a square grid of ``num_tokens`` cells (4 -> 2, 16 -> 4)."""
-    side = math.isqrt(int(num_tokens))
-    if num_tokens < 1 or side * side != num_tokens:
+    try:
+        side = math.isqrt(int(num_tokens)) if int(num_tokens) == num_tokens and num_tokens >= 0 else -1
+    except (TypeError, ValueError, RuntimeError):
+        side = -1
+    if side < 1 or side * side != num_tokens:
         raise LightKDError(f"{name} must hold a square grid of visual tokens (1, 4, 9, 16, ...), got {num_tokens}")
     return side
 
@@ -340,6 +343,9 @@ def minivlm_from_pretrained(bert, visual_dim: int, num_answers: int, n_layers: i
     transformer (here ``n_layers`` of the pretrained BERT's layers, spread
     evenly, with its embeddings) that has not seen the task; only the
     teacher's lessons (distillation) or the labels teach it VQA."""
+    if not hasattr(getattr(bert, "config", None), "num_hidden_layers"):
+        raise LightKDError(f"bert must be a pretrained transformers BertModel (zoo.load_pretrained), got "
+                           f"{type(bert).__name__}")
     n = bert.config.num_hidden_layers
     return FusionVLM.from_bert(bert, visual_dim, num_answers, layers=[j - 1 for j in spread(n, n_layers)])
 
@@ -389,8 +395,9 @@ def time_breakdown(pipelines: dict, images: torch.Tensor, input_ids: torch.Tenso
     "transformer": Latency, "total": Latency}}; each total's speed-up is
     over the first pipeline's total (median of per-round ratios)."""
     from . import bench
-    if not pipelines:
-        raise LightKDError("pipelines is empty")
+    if not isinstance(pipelines, dict) or not pipelines:
+        raise LightKDError("pipelines must be a non-empty dict {name: VLMPipeline}")
+    require_tensor("input_ids", input_ids, dims=2)
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     models, inputs = {}, {}
     for name, pipe in pipelines.items():
@@ -436,6 +443,8 @@ def encode_questions(tokenizer, questions, max_length: int = MAX_QUESTION_TOKENS
 
 def answer_ids(answer_names, answers) -> torch.Tensor:
     """Indices of answer words in the vocabulary; an unknown answer is an error."""
+    if isinstance(answers, str) or not hasattr(answers, "__iter__"):
+        raise LightKDError(f"answers must be a list of answer words, got {answers!r}")
     names = list(answer_names)
     bad = [a for a in answers if a not in names]
     if bad:
@@ -561,6 +570,8 @@ UNLABELLED = -100  # the label of a question only the teacher answers (the trans
 
 def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the labelled questions of a batch (label != UNLABELLED); 0 when there are none."""
+    require_tensor("logits", logits, dims=2, nonempty=False)
+    require_tensor("labels", labels, dims=1, nonempty=False)
     labelled = labels != UNLABELLED
     if not labelled.any():
         return logits.sum() * 0.0
@@ -639,6 +650,8 @@ def vqa_loss(model: FusionVLM, batch: dict, mode: str = "labels", **weights) -> 
     if mode not in MODES:
         raise LightKDError(f"unknown mode {mode!r}; choose one of {', '.join(map(repr, MODES))}")
     _require_loss_weights(weights)
+    if not isinstance(batch, dict) or not all(k in batch for k in ("visual", "input_ids", "attention_mask", "labels")):
+        raise LightKDError("batch must be one of VQABatches' batches (visual, input_ids, attention_mask, labels)")
     distil = mode != "labels"
     out = model(batch["visual"], batch["input_ids"], batch["attention_mask"],
                 output_hidden_states=distil, output_attentions=distil)

@@ -361,6 +361,8 @@ def _hash_value(h, value) -> None:
 
 def batches_identity(batches) -> str:
     """A hash of every tensor one pass over ``batches`` yields, in order."""
+    if not hasattr(batches, "__iter__") or isinstance(batches, (str, dict)):
+        raise LightKDError(f"batches must be re-iterable batches (data.text_batches, ...), got {type(batches).__name__}")
     h, n = hashlib.sha256(), 0
     for batch in batches:
         n += 1

@@ -498,6 +498,11 @@ case("temperature", lambda: distill.soft_cross_entropy(z, z, 1e-5))
 case("temperature", lambda: distill.softmax_t(z, 2e4))
 case("tau", lambda: vit.soft_distillation_loss(z, z, tau=1e-38))
 case("tau", lambda: vit.deit_loss_fn(tau=-1))
+# empty batches and all-zero tables in the remaining losses
+case("student_scores", lambda: tinybert.attention_loss(torch.zeros(0, 2, 3, 3), torch.zeros(0, 2, 3, 3)))
+case("student_logits", lambda: vit.hard_distillation_loss(torch.zeros(0, 10), torch.zeros(0, 10)))
+case("cls_logits", lambda: vit.deit_loss(torch.zeros(0, 10), torch.zeros(0, dtype=torch.long), kind="none"))
+case("weight", lambda: share.FactorizedEmbedding.from_weight(torch.zeros(20, 8), 4))
 # the recipes' options, checked before anything trains
 case("train_size", lambda: RECIPES["teacher"].config("tiny", train_size=-10))
 case("model", lambda: RECIPES["teacher"].config("tiny", model="no/such/folder"))

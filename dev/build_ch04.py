@@ -252,16 +252,22 @@ for ax, (title, arms) in zip(axes, panels):
 axes[0].set_ylabel("dev accuracy")
 fig.tight_layout()
 plt.show()
-stopped = {arm: np.mean([students[arm, s].lightkd_info["converged"] for s in SEEDS]) for arm in cfg.arms}
+stopped = {arm: [students[arm, s].lightkd_info["converged"] for s in SEEDS] for arm in cfg.arms}
 kd_history = students["kd", SEED].lightkd_info["history"]
 assert kd_history[-1]["loss"] < kd_history[0]["loss"], "the distillation loss must fall"  # at every scale
-if BOOK:
-    assert min(stopped.values()) == 1.0, f"every student stops because dev accuracy stopped improving: {stopped}"
+if BOOK:  # the comparisons the claims rest on are between students that stopped improving
+    assert all(all(v) for a, v in stopped.items() if recipe.ARMS[a].init == "teacher"), stopped
+ceiling = [(a, s) for a in cfg.arms for s, done in zip(SEEDS, stopped[a]) if not done]
 display(Markdown(
     "Every student stopped because its dev accuracy had stopped improving, not because it hit the step ceiling."
-    if min(stopped.values()) == 1.0 else
-    "Some students hit the step ceiling before their dev accuracy stopped improving: "
-    + ", ".join(f"{NAMES[a]} ({1 - v:.0%} of seeds)" for a, v in stopped.items() if v < 1) + "."))
+    if not ceiling else
+    "Every student started from the teacher's layers stopped because its dev accuracy had stopped improving. "
+    + "; ".join(f"The {NAMES[a]} student of seed {s} reached the ceiling of {cfg.small_max_epochs if recipe.ARMS[a].sentences == 'labelled' else cfg.max_epochs:g} "
+                f"epochs with its dev accuracy still creeping up (its last three evaluations: "
+                + ", ".join(f"{v:.3f}" for _, v in students[a, s].lightkd_info["dev_curve"][-3:]) + ")"
+                for a, s in ceiling)
+    + ". Random layers learn slowly from 254 sentences; how far they stay behind is in the ledger below, "
+      "which counts such a student as not converged."))
 """, tags=["nbval-ignore-output"]))
 cells.append(md("### What the runs say"))
 cells.append(code(r"""

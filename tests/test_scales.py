@@ -109,11 +109,16 @@ def test_chapter_4s_students_are_keyed_by_what_trains_them():
 def test_chapter_4s_presets():
     recipe = RECIPES["distilbert"]
     tiny, book, paper = (recipe.config(s) for s in ("tiny", "book", "paper"))
-    assert book == distillation.Config() and book.seeds >= 3 and book.train_size is None and book.test_size is None
+    assert book == distillation.Config() and book.seeds >= 3 and book.small_seeds >= book.seeds and book.train_size is None and book.test_size is None
     assert tiny.seeds == 1 and tiny.train_size and tiny.train_size < 1000 and tiny.latency_rounds >= 6
     assert paper.teacher != "minilm-l6" and paper.task == "sst2" and not paper.cache_teacher
     assert distillation.config("tiny") == tiny
     for claim in distillation.CLAIMS.values():
         assert claim.declared and claim.quote and claim.source
     table = distillation.sizes_table(book)
-    assert "| training sentences | all |" in table and "| seeds per arm | 3 |" in table
+    assert "| training sentences | all |" in table and "| seeds per arm (whole split) | 3 |" in table
+    assert "| seeds per arm (3% runs) | 6 |" in table
+    # arms on the same sentences share their seeds (paired); the cheap 3% arms get more of them
+    assert distillation.seeds_of(book, "kd_3pct") == distillation.seeds_of(book, "random_3pct")
+    assert distillation.seeds_of(book, "kd") == distillation.seeds_of(book, "kd_3pct")[:3] == distillation.seeds_of(book)
+    assert len(distillation.seeds_of(book, "kd_3pct")) == 6 and len(distillation.seeds_of(tiny, "kd_3pct")) == 1

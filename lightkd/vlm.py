@@ -66,7 +66,7 @@ from .blocks import BertLayer, additive_key_mask, encoder_layers, layer_map
 from .common import (LightKDError, require_indices, require_number, require_positive_int,
                      require_temperature, require_tensor, require_weight)
 from .models import ModelOutput
-from .train import model_device, to_device
+from .train import fit, model_device, to_device
 
 BOX_FEATURES = 6            # x1, y1, x2, y2, width, height, all in [0, 1] (OSCAR's region geometry)
 MAX_QUESTION_TOKENS = 16    # [CLS] + word pieces + [SEP]; easy-VQA's longest question needs 13
@@ -808,19 +808,23 @@ def train_dual(image_features: torch.Tensor, text_features: torch.Tensor, *, ste
             raise LightKDError("the teacher's features must cover the same pairs as the student's")
     torch.manual_seed(seed)
     model = DualEncoder(images.shape[1], texts.shape[1], dim)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     order = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        rows = torch.randperm(len(images), generator=order)[:batch_size]
+    batches = [{"rows": torch.randperm(len(images), generator=order)[:batch_size]} for _ in range(steps)]
+
+    def loss(model, batch):
+        rows = batch["rows"]
         scores = model.scores(images[rows], texts[rows])
-        loss = contrastive_loss(scores)
+        value = contrastive_loss(scores)
         if teacher is not None and kd > 0:
             with torch.no_grad():
                 t_scores = t_model.scores(t_images[rows], t_texts[rows])
-            loss = (1 - kd) * loss + kd * similarity_kd_loss(scores, t_scores, temperature)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+            value = (1 - kd) * value + kd * similarity_kd_loss(scores, t_scores, temperature)
+        return value, {"loss": value.detach()}
+
+    # A constant learning rate, weight decay on every weight, no clipping, fp32: a small
+    # head on stored features, which train.fit's defaults (warm-up and decay, bf16) are not for.
+    fit(model, batches, max_steps=steps, optimizer=torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1),
+        lr_lambda=lambda step: 1.0, grad_clip=None, bf16=False, seed=seed, progress=False, loss=loss)
     return model.eval()
 
 

@@ -11,7 +11,7 @@ import pytest
 from lightkd import results, scales
 from lightkd.common import LightKDError
 from lightkd.recipes import RECIPES, distillation
-from lightkd.recipes.base import code_digest, config_fields_read, stage_key
+from lightkd.recipes.base import code_digest, config_fields_read, remember_source, stage_key
 
 
 def test_the_scale_comes_from_the_environment(monkeypatch):
@@ -98,6 +98,18 @@ def test_a_stage_key_holds_the_config_fields_it_reads_and_its_code():
     assert code_digest(constant.stage) != code_digest(m.stage)         # a constant it uses changed
     prose = _module(STAGES.replace("def greedy(cfg):", "def greedy(cfg):\n    '''doc'''"), name="stage_demo4")
     assert code_digest(prose.stage) == code_digest(m.stage)            # elsewhere in the module: no change
+
+
+def test_a_stage_key_names_the_code_that_runs_after_its_file_is_edited():
+    # A kernel holds a recipe module; its file is then edited (lines added above a stage, the
+    # stage changed). The running stages' digests must still name the code they run.
+    m = _module(STAGES, name="stage_demo5")
+    remember_source("stage_demo5")
+    before = code_digest(m.stage)
+    path = __import__("pathlib").Path(m.__file__)
+    path.write_text("# added\n" * 3 + path.read_text().replace("return x * cfg.lr", "return x * cfg.lr * 2"))
+    assert code_digest(m.stage) == before
+    assert code_digest(_module(path.read_text(), name="stage_demo6").stage) != before   # the new code: a new key
 
 
 def test_chapter_4s_students_are_keyed_by_what_trains_them():

@@ -41,6 +41,10 @@ class Recipe:
     run: Callable[[object, Path], dict] = None   # run(config, out) -> the recorded results (also saved under out)
     notes: str = ""                # what the paper-scale run needs (GPU hours, hub access)
 
+    def __post_init__(self):
+        if self.run is not None:  # the stages' digests read the module as it runs now
+            remember_source(self.run.__module__)
+
     @property
     def presets(self) -> dict:
         return {s: getattr(self, s) for s in SCALES if getattr(self, s) is not None}
@@ -191,6 +195,28 @@ def registry(*modules) -> dict[str, Recipe]:
 
 
 # ------------------------------------------------------------ stages and their cache keys
+# Each recipe module's source as it was imported (the code that runs), kept when its Recipe is
+# made. A module edited on disk while a kernel or a run still holds the old one would otherwise
+# give the digest of other lines, and a cache entry keyed on code it was not made by.
+_IMPORTED_SOURCE: dict = {}
+
+
+def remember_source(module_name: str) -> None:
+    """Keep ``module_name``'s source as it is now, for the digests of its stages."""
+    module = sys.modules[module_name]
+    if getattr(module, "__file__", None):  # (again on a reload: the module runs its new code)
+        _IMPORTED_SOURCE[module_name] = Path(module.__file__).read_text().splitlines(keepends=True)
+
+
+def _source_that_runs(fn) -> str:
+    """``fn``'s source in its module as imported (read from its file for a module
+    that made no Recipe)."""
+    lines = _IMPORTED_SOURCE.get(fn.__module__)
+    if lines is None:
+        return textwrap.dedent(inspect.getsource(fn))
+    return textwrap.dedent("".join(inspect.getblock(lines[fn.__code__.co_firstlineno - 1:])))
+
+
 def _same_module_sources(fn, seen=None) -> list:
     """``fn``'s source and, recursively, the sources of the functions and the
     repr of the plain constants of its own module that it names."""
@@ -198,7 +224,7 @@ def _same_module_sources(fn, seen=None) -> list:
     if fn in seen:
         return []
     module = sys.modules[fn.__module__]
-    source = textwrap.dedent(inspect.getsource(fn))
+    source = _source_that_runs(fn)
     seen[fn] = source
     out = [source]
     for node in ast.walk(ast.parse(source)):

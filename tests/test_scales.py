@@ -132,5 +132,7 @@ def test_chapter_4s_presets():
     assert "| seeds per arm (3% runs) | 6 |" in table
     # arms on the same sentences share their seeds (paired); the cheap 3% arms get more of them
     assert distillation.seeds_of(book, "kd_3pct") == distillation.seeds_of(book, "random_3pct")
-    assert distillation.seeds_of(book, "kd") == distillation.seeds_of(book, "kd_3pct")[:3] == distillation.seeds_of(book)
+    assert distillation.seeds_of(book, "labels") == distillation.seeds_of(book, "kd")[:3] == distillation.seeds_of(book)
+    assert distillation.seeds_of(book, "kd_3pct")[:3] == distillation.seeds_of(book)
     assert len(distillation.seeds_of(book, "kd_3pct")) == 6 and len(distillation.seeds_of(tiny, "kd_3pct")) == 1
+    assert len(distillation.seeds_of(book, "kd")) == 5 and len(distillation.seeds_of(tiny, "kd")) == 1  # the 97% claim's arm
